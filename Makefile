@@ -1,0 +1,36 @@
+# `make quickstart` and `make test` set everything up on a fresh machine: a Python 3.10 venv at
+# .venv with the pinned requirements, and this package installed in editable mode with its
+# C++ (and, where a matching CUDA toolkit exists, CUDA) extension built. Both are idempotent.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# pyenv provides 3.10.13 on these machines (see .python-version); any python3.10 works.
+SYS_PYTHON ?= $(shell PYENV_VERSION=3.10.13 command -v python3.10 2>/dev/null || echo python3.10)
+EXT_SOURCES := $(shell find mask2former/modeling/pixel_decoder/ops/src -type f 2>/dev/null)
+
+.PHONY: setup test test-fast quickstart benchmark clean-ext
+
+setup: $(VENV)/.built
+
+$(VENV)/.deps: requirements.txt
+	@test -x $(PY) || PYENV_VERSION=3.10.13 $(SYS_PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps setup.py $(EXT_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(PY) -c "import mask2former._C" && echo "mask2former._C extension built"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+quickstart: setup
+	bash tools/quickstart.sh
+
+benchmark: setup
+	$(PY) benchmarks/ms_deform_attn.py
+
+clean-ext:
+	rm -f $(VENV)/.built mask2former/_C*.so

@@ -1,0 +1,291 @@
+"""
+Training losses of Mask2Former.
+
+The criterion first matches queries to ground-truth segments (Hungarian matching), then
+computes a classification loss over all queries and mask losses (sigmoid BCE + dice) over the
+matched queries only, at ``num_points`` uncertainty-sampled points per mask (PointRend-style
+importance sampling) instead of at full resolution.
+"""
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectron2.projects.point_rend.point_features import (
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+from detectron2.utils import comm
+
+__all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
+
+
+def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+    """
+    Args:
+        inputs: (R, P) mask logits at P points.
+        targets: (R, P) binary (or soft) targets at the same points.
+        num_masks: normaliser (number of target masks in the batch, averaged over processes).
+
+    Returns:
+        scalar: sum over masks of ``1 - (2 |x t| + 1) / (|x| + |t| + 1)``, divided by num_masks.
+    """
+    inputs = inputs.sigmoid()
+    numerator = 2 * (inputs * targets).sum(-1)
+    denominator = inputs.sum(-1) + targets.sum(-1)
+    loss = 1 - (numerator + 1) / (denominator + 1)
+    return loss.sum() / num_masks
+
+
+def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+    """
+    Args:
+        inputs: (R, P) mask logits at P points.
+        targets: (R, P) binary (or soft) targets.
+        num_masks: normaliser.
+
+    Returns:
+        scalar: per-mask mean BCE over points, summed over masks, divided by num_masks.
+    """
+    loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def calculate_uncertainty(logits: Tensor) -> Tensor:
+    """
+    Uncertainty of class-agnostic mask logits: points whose logit is closest to 0 (probability
+    closest to 0.5) are the most uncertain.
+
+    Args:
+        logits: (R, 1, ...) mask logits.
+
+    Returns:
+        (R, 1, ...) uncertainty scores, higher is more uncertain.
+    """
+    assert logits.shape[1] == 1, f"expected class-agnostic logits (R, 1, ...), got {logits.shape}"
+    return -torch.abs(logits)
+
+
+def _pad_masks_to_max_size(masks: Sequence[Tensor]) -> List[Tensor]:
+    """
+    Zero-pad (N_b, H_b, W_b) masks at the bottom/right to the largest H and W of the batch, as
+    detectron2's ImageList pads images, so that normalised point coordinates mean the same
+    location in every image of the batch.
+    """
+    max_h = max(m.shape[-2] for m in masks)
+    max_w = max(m.shape[-1] for m in masks)
+    return [F.pad(m, (0, max_w - m.shape[-1], 0, max_h - m.shape[-2])) for m in masks]
+
+
+class SetCriterion(nn.Module):
+    """
+    Hungarian-matching based losses: classification over all queries (with the "no object"
+    class down-weighted by ``eos_coef``) and point-sampled mask losses over matched queries.
+    Returns unweighted losses; the meta-architecture applies ``weight_dict``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: nn.Module,
+        weight_dict: Dict[str, float],
+        eos_coef: float,
+        losses: Sequence[str],
+        num_points: int,
+        oversample_ratio: float,
+        importance_sample_ratio: float,
+    ):
+        """
+        Args:
+            num_classes: number of object categories, excluding "no object".
+            matcher: module computing the query/target assignment.
+            weight_dict: loss name -> weight (kept for the meta-architecture and repr).
+            eos_coef: classification weight of the "no object" class.
+            losses: loss groups to compute, among "labels" and "masks".
+            num_points: number of points sampled per matched mask.
+            oversample_ratio: over-sampling factor of the candidate points (>= 1).
+            importance_sample_ratio: fraction of the points chosen by uncertainty (in [0, 1]).
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = weight_dict
+        self.eos_coef = eos_coef
+        self.losses = list(losses)
+        for loss in self.losses:
+            if loss not in self._loss_map():
+                raise ValueError(
+                    f"SetCriterion: unknown loss {loss!r}; available: {sorted(self._loss_map())}"
+                )
+        empty_weight = torch.ones(self.num_classes + 1)
+        empty_weight[-1] = self.eos_coef
+        self.register_buffer("empty_weight", empty_weight)
+
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+
+    def _loss_map(self) -> Dict[str, Callable]:
+        return {"labels": self.loss_labels, "masks": self.loss_masks}
+
+    def loss_labels(
+        self,
+        outputs: Dict[str, Tensor],
+        targets: List[Dict[str, Tensor]],
+        indices: List[Tuple[Tensor, Tensor]],
+        num_masks: float,
+    ) -> Dict[str, Tensor]:
+        """
+        Weighted cross-entropy over all queries; unmatched queries target "no object".
+        Needs outputs["pred_logits"]: (B, Q, K+1).
+        """
+        assert "pred_logits" in outputs
+        src_logits = outputs["pred_logits"].float()
+
+        idx = self._get_src_permutation_idx(indices)
+        target_classes_o = torch.cat(
+            [t["labels"][J] for t, (_, J) in zip(targets, indices)]
+        ).to(device=src_logits.device, dtype=torch.int64)
+        target_classes = torch.full(
+            src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device
+        )
+        target_classes[idx] = target_classes_o
+
+        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight)
+        return {"loss_ce": loss_ce}
+
+    def loss_masks(
+        self,
+        outputs: Dict[str, Tensor],
+        targets: List[Dict[str, Tensor]],
+        indices: List[Tuple[Tensor, Tensor]],
+        num_masks: float,
+    ) -> Dict[str, Tensor]:
+        """
+        Sigmoid BCE and dice losses of matched masks at ``num_points`` uncertainty-sampled points.
+        Needs outputs["pred_masks"]: (B, Q, H, W); targets' "masks": (N_b, H', W').
+        """
+        assert "pred_masks" in outputs
+        pred_masks = outputs["pred_masks"]
+        src_idx = self._get_src_permutation_idx(indices)
+        src_masks = pred_masks[src_idx]  # (R, H, W), R = number of matched queries
+
+        if src_masks.shape[0] == 0:
+            # No target in the whole batch: keep the graph connected to pred_masks so that
+            # every parameter still receives a (zero) gradient, e.g. for DDP.
+            zero = pred_masks.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero.clone()}
+
+        # Gather the matched targets before padding, so only R masks are copied/converted.
+        target_masks = torch.cat(
+            _pad_masks_to_max_size(
+                [t["masks"][J].to(src_masks) for t, (_, J) in zip(targets, indices)]
+            )
+        )  # (R, H', W')
+
+        src_masks = src_masks[:, None]
+        target_masks = target_masks[:, None]
+
+        with torch.no_grad():
+            point_coords = get_uncertain_point_coords_with_randomness(
+                src_masks,
+                calculate_uncertainty,
+                self.num_points,
+                self.oversample_ratio,
+                self.importance_sample_ratio,
+            )  # (R, P, 2)
+            point_labels = point_sample(
+                target_masks, point_coords, align_corners=False
+            ).squeeze(1)  # (R, P)
+
+        point_logits = point_sample(src_masks, point_coords, align_corners=False).squeeze(1)
+
+        return {
+            "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
+            "loss_dice": dice_loss(point_logits, point_labels, num_masks),
+        }
+
+    @staticmethod
+    def _get_src_permutation_idx(indices: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+        """(batch index, query index) of every matched query, in matching order."""
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        src_idx = torch.cat([src for (src, _) in indices])
+        return batch_idx, src_idx
+
+    def get_loss(
+        self,
+        loss: str,
+        outputs: Dict[str, Tensor],
+        targets: List[Dict[str, Tensor]],
+        indices: List[Tuple[Tensor, Tensor]],
+        num_masks: float,
+    ) -> Dict[str, Tensor]:
+        loss_map = self._loss_map()
+        if loss not in loss_map:
+            raise ValueError(f"SetCriterion: unknown loss {loss!r}; available: {sorted(loss_map)}")
+        return loss_map[loss](outputs, targets, indices, num_masks)
+
+    def _num_masks(self, targets: List[Dict[str, Tensor]], device: torch.device) -> float:
+        """Average number of target masks per process (>= 1), identical on all processes."""
+        num_masks = torch.as_tensor(
+            [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float, device=device
+        )
+        world_size = comm.get_world_size()
+        if world_size > 1:
+            dist.all_reduce(num_masks)
+        return torch.clamp(num_masks / world_size, min=1).item()
+
+    def forward(
+        self, outputs: Dict[str, object], targets: List[Dict[str, Tensor]]
+    ) -> Dict[str, Tensor]:
+        """
+        Args:
+            outputs: {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W),
+                optionally "aux_outputs": list of dicts with the same two keys (one per
+                intermediate decoder layer)}.
+            targets: B dicts {"labels": (N_b,) int64, "masks": (N_b, H', W')}.
+
+        Returns:
+            unweighted losses: "loss_ce", "loss_mask", "loss_dice", and for the i-th auxiliary
+            output the same names suffixed with f"_{i}".
+        """
+        outputs_without_aux = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        indices = self.matcher(outputs_without_aux, targets)
+
+        device = outputs_without_aux["pred_logits"].device
+        num_masks = self._num_masks(targets, device)
+
+        losses: Dict[str, Tensor] = {}
+        for loss in self.losses:
+            losses.update(self.get_loss(loss, outputs_without_aux, targets, indices, num_masks))
+
+        for i, aux_outputs in enumerate(outputs.get("aux_outputs", [])):
+            aux_indices = self.matcher(aux_outputs, targets)
+            for loss in self.losses:
+                l_dict = self.get_loss(loss, aux_outputs, targets, aux_indices, num_masks)
+                losses.update({f"{k}_{i}": v for k, v in l_dict.items()})
+        return losses
+
+    def _matcher_repr(self) -> str:
+        try:
+            return self.matcher.__repr__(_repr_indent=8)
+        except TypeError:  # a matcher whose __repr__ takes no indent
+            return repr(self.matcher)
+
+    def __repr__(self) -> str:
+        head = "Criterion " + self.__class__.__name__
+        body = [
+            f"matcher: {self._matcher_repr()}",
+            f"losses: {self.losses}",
+            f"weight_dict: {self.weight_dict}",
+            f"num_classes: {self.num_classes}",
+            f"eos_coef: {self.eos_coef}",
+            f"num_points: {self.num_points}",
+            f"oversample_ratio: {self.oversample_ratio}",
+            f"importance_sample_ratio: {self.importance_sample_ratio}",
+        ]
+        _repr_indent = 4
+        lines = [head] + [" " * _repr_indent + line for line in body]
+        return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""
+Hungarian matching between predicted masks and ground-truth segments.
+
+The matching cost of query ``i`` and target ``j`` is a weighted sum of a classification cost
+(negative softmax probability of the target class), a sigmoid binary cross-entropy and a dice
+cost. The two mask costs are computed on a random set of points shared by all queries and
+targets of an image, so memory grows with ``num_points`` rather than with mask resolution.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from detectron2.projects.point_rend.point_features import point_sample
+
+__all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss"]
+
+
+def batch_dice_loss(inputs: Tensor, targets: Tensor) -> Tensor:
+    """
+    Pairwise dice loss between every prediction and every target.
+
+    Args:
+        inputs: (Q, P) mask logits of Q predictions at P points.
+        targets: (N, P) binary (or soft) target values at the same P points.
+
+    Returns:
+        (Q, N) tensor: ``1 - (2 |x t| + 1) / (|x| + |t| + 1)`` with ``x = sigmoid(inputs)``.
+    """
+    inputs = inputs.sigmoid()
+    numerator = 2 * torch.einsum("nc,mc->nm", inputs, targets)
+    denominator = inputs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
+    """
+    Pairwise sigmoid binary cross-entropy between every prediction and every target, averaged
+    over points.
+
+    Args:
+        inputs: (Q, P) mask logits.
+        targets: (N, P) binary (or soft) target values.
+
+    Returns:
+        (Q, N) tensor of mean per-point BCE.
+    """
+    num_points = inputs.shape[1]
+    # BCE is linear in the target, so the pairwise loss splits into a "target = 1" part and a
+    # "target = 0" part, each a matrix product: no (Q, N, P) tensor is ever built.
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    loss = torch.einsum("nc,mc->nm", pos, targets) + torch.einsum("nc,mc->nm", neg, 1 - targets)
+    return loss / num_points
+
+
+class HungarianMatcher(nn.Module):
+    """
+    One-to-one assignment of queries to targets minimising
+    ``cost_class * C_class + cost_mask * C_bce + cost_dice * C_dice``.
+
+    There are usually more queries than targets; unmatched queries are treated as "no object"
+    by the criterion.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 1,
+        cost_mask: float = 1,
+        cost_dice: float = 1,
+        num_points: int = 0,
+    ):
+        """
+        Args:
+            cost_class: weight of the classification cost.
+            cost_mask: weight of the sigmoid BCE mask cost.
+            cost_dice: weight of the dice mask cost.
+            num_points: number of random points used for the mask costs. ``<= 0`` compares
+                masks at every pixel of the prediction grid instead (targets resized to it).
+        """
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise AssertionError("HungarianMatcher: all costs are 0, the matching is undefined")
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def compute_cost_matrix(
+        self,
+        pred_logits: Tensor,
+        pred_masks: Tensor,
+        tgt_labels: Tensor,
+        tgt_masks: Tensor,
+        point_coords: Optional[Tensor] = None,
+    ) -> Tensor:
+        """
+        Cost matrix of one image.
+
+        Args:
+            pred_logits: (Q, K+1) class logits (last class is "no object").
+            pred_masks: (Q, H, W) mask logits.
+            tgt_labels: (N,) int64 labels in [0, K).
+            tgt_masks: (N, H', W') binary masks (any resolution; sampled in normalised coords).
+            point_coords: (1, P, 2) points in [0, 1]^2 shared by predictions and targets, or
+                None to compare at every pixel of the prediction grid.
+
+        Returns:
+            (Q, N) float32 cost matrix.
+        """
+        out_prob = pred_logits.softmax(-1)  # (Q, K+1)
+        # The constant 1 of "1 - prob" does not change the assignment, so it is omitted.
+        cost_class = -out_prob[:, tgt_labels]
+
+        num_queries, num_targets = pred_masks.shape[0], tgt_masks.shape[0]
+        tgt_masks = tgt_masks[:, None].to(pred_masks)
+        out_masks = pred_masks[:, None]
+        if point_coords is not None:
+            tgt_masks = point_sample(
+                tgt_masks, point_coords.repeat(num_targets, 1, 1), align_corners=False
+            ).squeeze(1)  # (N, P)
+            out_masks = point_sample(
+                out_masks, point_coords.repeat(num_queries, 1, 1), align_corners=False
+            ).squeeze(1)  # (Q, P)
+        else:
+            tgt_masks = F.interpolate(tgt_masks, size=pred_masks.shape[-2:], mode="nearest")
+            tgt_masks = tgt_masks.flatten(1)  # (N, H*W)
+            out_masks = out_masks.flatten(1)  # (Q, H*W)
+
+        # Under mixed precision the sums over thousands of points overflow/lose precision
+        # in half precision, so the mask costs are always computed in float32.
+        with torch.autocast(device_type=out_masks.device.type, enabled=False):
+            out_masks = out_masks.float()
+            tgt_masks = tgt_masks.float()
+            cost_mask = batch_sigmoid_ce_loss(out_masks, tgt_masks)
+            cost_dice = batch_dice_loss(out_masks, tgt_masks)
+
+        return (
+            self.cost_mask * cost_mask
+            + self.cost_class * cost_class.float()
+            + self.cost_dice * cost_dice
+        )
+
+    @torch.no_grad()
+    def memory_efficient_forward(
+        self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """
+        Match each image separately; see :meth:`forward`.
+        """
+        pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
+        bs, num_queries = pred_logits.shape[:2]
+        if len(targets) != bs:
+            raise ValueError(
+                f"HungarianMatcher: got {len(targets)} target dicts for a batch of {bs} images"
+            )
+        num_classes = pred_logits.shape[-1] - 1
+
+        indices = []
+        for b in range(bs):
+            tgt_ids = targets[b]["labels"]
+            tgt_mask = targets[b]["masks"]
+            if tgt_ids.shape[0] != tgt_mask.shape[0]:
+                raise ValueError(
+                    f"HungarianMatcher: image {b} has {tgt_ids.shape[0]} labels but "
+                    f"{tgt_mask.shape[0]} masks"
+                )
+            if tgt_ids.numel() == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                indices.append((empty, empty.clone()))
+                continue
+            if int(tgt_ids.min()) < 0 or int(tgt_ids.max()) >= num_classes:
+                raise ValueError(
+                    f"HungarianMatcher: image {b} has labels {tgt_ids.tolist()} outside "
+                    f"[0, {num_classes}) (pred_logits has {num_classes} classes + no-object)"
+                )
+
+            point_coords = None
+            if self.num_points > 0:
+                point_coords = torch.rand(1, self.num_points, 2, device=pred_masks.device)
+            C = self.compute_cost_matrix(
+                pred_logits[b], pred_masks[b], tgt_ids, tgt_mask, point_coords
+            )
+            C = C.reshape(num_queries, -1).cpu()
+            if not torch.isfinite(C).all():
+                raise FloatingPointError(
+                    f"HungarianMatcher: non-finite matching cost for image {b} "
+                    "(NaN/Inf in pred_logits or pred_masks?)"
+                )
+            i, j = linear_sum_assignment(C.numpy())
+            indices.append(
+                (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+            )
+        return indices
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: Dict[str, Tensor], targets: List[Dict[str, Tensor]]
+    ) -> List[Tuple[Tensor, Tensor]]:
+        """
+        Args:
+            outputs: {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W)}.
+            targets: B dicts {"labels": (N_b,) int64, "masks": (N_b, H', W')}.
+
+        Returns:
+            B tuples ``(index_i, index_j)`` of int64 tensors of length ``min(Q, N_b)``:
+            query ``index_i[k]`` is matched to target ``index_j[k]``.
+        """
+        return self.memory_efficient_forward(outputs, targets)
+
+    def __repr__(self, _repr_indent: int = 4) -> str:
+        head = "Matcher " + self.__class__.__name__
+        body = [
+            f"cost_class: {self.cost_class}",
+            f"cost_mask: {self.cost_mask}",
+            f"cost_dice: {self.cost_dice}",
+            f"num_points: {self.num_points}",
+        ]
+        lines = [head] + [" " * _repr_indent + line for line in body]
+        return "\n".join(lines)

@@ -1,0 +1,2 @@
+from .mask_former_head import MaskFormerHead
+from .maskformer import MaskFormer

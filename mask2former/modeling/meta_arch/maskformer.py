@@ -1,0 +1,281 @@
+"""The ``MaskFormer`` meta-architecture: backbone + mask-classification head + set criterion."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import BitMasks, ImageList
+from detectron2.utils.memory import retry_if_cuda_oom
+
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
+from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
+
+
+def _build_registered(build_fn, cfg, key: str, name: str, *args):
+    """Call a detectron2 registry builder; an unknown name becomes an error naming the config key."""
+    try:
+        return build_fn(cfg, *args)
+    except KeyError as e:
+        if f"No object named '{name}'" in str(e):
+            raise KeyError(f"{key}: {name!r} is not registered. {e.args[0]}") from None
+        raise
+
+
+def build_criterion(cfg, num_classes: int) -> SetCriterion:
+    """The Hungarian-matched set criterion with its loss weights, from ``MODEL.MASK_FORMER``."""
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = HungarianMatcher(
+        cost_class=mf.CLASS_WEIGHT,
+        cost_mask=mf.MASK_WEIGHT,
+        cost_dice=mf.DICE_WEIGHT,
+        num_points=mf.TRAIN_NUM_POINTS,
+    )
+    weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    if mf.DEEP_SUPERVISION:
+        # One auxiliary prediction per earlier decoder output (DEC_LAYERS counts the
+        # learnable-query prediction, so there are DEC_LAYERS - 1 of them).
+        aux_weight_dict = {}
+        for i in range(mf.DEC_LAYERS - 1):
+            aux_weight_dict.update({k + f"_{i}": v for k, v in weight_dict.items()})
+        weight_dict.update(aux_weight_dict)
+    return SetCriterion(
+        num_classes,
+        matcher=matcher,
+        weight_dict=weight_dict,
+        eos_coef=mf.NO_OBJECT_WEIGHT,
+        losses=["labels", "masks"],
+        num_points=mf.TRAIN_NUM_POINTS,
+        oversample_ratio=mf.OVERSAMPLE_RATIO,
+        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """
+    Mask classification for semantic, instance and panoptic segmentation: a backbone, a head
+    predicting Q (class, mask) pairs, trained with a Hungarian-matched set loss.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Tuple[float],
+        pixel_std: Tuple[float],
+        semantic_on: bool,
+        panoptic_on: bool,
+        instance_on: bool,
+        test_topk_per_image: int,
+    ):
+        """
+        Args:
+            backbone, sem_seg_head, criterion: the modules.
+            num_queries: number of queries Q.
+            object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+            metadata: dataset metadata (thing classes for panoptic and instance inference).
+            size_divisibility: images are padded to a multiple of this.
+            sem_seg_postprocess_before_inference: resize mask logits to the output size before
+                inference (needed by panoptic and instance inference) instead of after.
+            pixel_mean, pixel_std: per-channel normalization of the input.
+            semantic_on, panoptic_on, instance_on: which outputs inference produces.
+            test_topk_per_image: instances kept per image by instance inference.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.overlap_threshold = overlap_threshold
+        self.object_mask_threshold = object_mask_threshold
+        self.metadata = metadata
+        if size_divisibility < 0:
+            size_divisibility = self.backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.instance_on = instance_on
+        self.panoptic_on = panoptic_on
+        self.test_topk_per_image = test_topk_per_image
+        if not self.semantic_on:
+            assert self.sem_seg_postprocess_before_inference
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = _build_registered(build_backbone, cfg, "MODEL.BACKBONE.NAME", cfg.MODEL.BACKBONE.NAME)
+        sem_seg_head = _build_registered(
+            build_sem_seg_head, cfg, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME,
+            backbone.output_shape(),
+        )
+        test = cfg.MODEL.MASK_FORMER.TEST
+        if not (test.SEMANTIC_ON or test.PANOPTIC_ON or test.INSTANCE_ON):
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST: at least one of SEMANTIC_ON, PANOPTIC_ON, INSTANCE_ON "
+                "must be True"
+            )
+        if len(cfg.MODEL.PIXEL_MEAN) != len(cfg.MODEL.PIXEL_STD):
+            raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have the same length")
+        dataset = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else "__unused__"
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": build_criterion(cfg, sem_seg_head.num_classes),
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "metadata": MetadataCatalog.get(dataset),
+            "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": (
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalize the images and pad them into one (B, C, H_pad, W_pad) batch."""
+        images = []
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise KeyError(f"batched_inputs[{i}] has no 'image' (keys: {sorted(x)})")
+            image = x["image"]
+            if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"batched_inputs[{i}]['image'] must be ({self.pixel_mean.shape[0]}, H, W) in "
+                    f"INPUT.FORMAT channel order, got shape {tuple(image.shape)}"
+                )
+            images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: a list of dicts in detectron2's format, each with "image" (C, H, W),
+                optionally "height"/"width" (the output size) and, in training, "instances"
+                with gt_classes (N,) and gt_masks (N, H, W).
+        Returns:
+            in training, a dict of weighted losses; in inference, one dict per image with
+            "sem_seg" (K, height, width), "panoptic_seg" (ids (height, width), segments_info)
+            and/or "instances", as configured.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features)
+
+        if self.training:
+            targets = self.prepare_targets(batched_inputs, images)
+            losses = self.criterion(outputs, targets)
+            for k in list(losses.keys()):
+                if k in self.criterion.weight_dict:
+                    losses[k] *= self.criterion.weight_dict[k]
+                else:
+                    losses.pop(k)
+            return losses
+        return self.inference(outputs, batched_inputs, images)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Per image {"labels": (N,), "masks": (N, H_pad, W_pad)}, masks zero-padded like the images."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        new_targets = []
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise KeyError(
+                    f"batched_inputs[{i}] has no 'instances': training needs the dataset mapper's "
+                    "targets (see INPUT.DATASET_MAPPER_NAME)"
+                )
+            targets_per_image = x["instances"].to(self.device)
+            gt_masks = targets_per_image.gt_masks
+            if isinstance(gt_masks, BitMasks):
+                gt_masks = gt_masks.tensor
+            padded_masks = torch.zeros(
+                (gt_masks.shape[0], h_pad, w_pad), dtype=gt_masks.dtype, device=gt_masks.device
+            )
+            padded_masks[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+            new_targets.append({"labels": targets_per_image.gt_classes, "masks": padded_masks})
+        return new_targets
+
+    def _thing_classes_mask(self, num_classes: int) -> torch.Tensor:
+        """(K,) bool: which contiguous class ids are thing classes, from the dataset metadata."""
+        ids = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
+        if ids is None:
+            raise ValueError(
+                f"Panoptic/instance inference needs the metadata 'thing_dataset_id_to_contiguous_id' "
+                f"of dataset {self.metadata.name!r} (DATASETS.TRAIN[0]); register the dataset or "
+                "turn MODEL.MASK_FORMER.TEST.PANOPTIC_ON off"
+            )
+        is_thing = torch.zeros(num_classes, dtype=torch.bool)
+        for contiguous_id in ids.values():
+            if contiguous_id < num_classes:
+                is_thing[contiguous_id] = True
+        return is_thing
+
+    def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        mask_cls_results = outputs["pred_logits"]
+        mask_pred_results = outputs["pred_masks"]
+        # Mask logits at the padded input resolution.
+        mask_pred_results = F.interpolate(
+            mask_pred_results,
+            size=(images.tensor.shape[-2], images.tensor.shape[-1]),
+            mode="bilinear",
+            align_corners=False,
+        )
+        del outputs
+        is_thing = None
+        if self.panoptic_on:
+            is_thing = self._thing_classes_mask(mask_cls_results.shape[-1] - 1).to(self.device)
+
+        processed_results = []
+        for mask_cls_result, mask_pred_result, input_per_image, image_size in zip(
+            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        ):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            result = {}
+            if self.sem_seg_postprocess_before_inference:
+                mask_pred_result = retry_if_cuda_oom(sem_seg_postprocess)(
+                    mask_pred_result, image_size, height, width
+                )
+                mask_cls_result = mask_cls_result.to(mask_pred_result)
+
+            if self.semantic_on:
+                r = retry_if_cuda_oom(semantic_inference)(mask_cls_result, mask_pred_result)
+                if not self.sem_seg_postprocess_before_inference:
+                    r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
+                result["sem_seg"] = r
+            if self.panoptic_on:
+                result["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
+                    mask_cls_result, mask_pred_result, is_thing,
+                    self.object_mask_threshold, self.overlap_threshold,
+                )
+            if self.instance_on:
+                result["instances"] = retry_if_cuda_oom(instance_inference)(
+                    mask_cls_result, mask_pred_result, self.test_topk_per_image, is_thing
+                )
+            processed_results.append(result)
+        return processed_results

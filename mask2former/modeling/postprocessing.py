@@ -1,0 +1,146 @@
+"""
+Turn per-query predictions into semantic, panoptic and instance outputs (detectron2 formats).
+
+All three take one image's class logits ``mask_cls`` (Q, K + 1) (the last class is "no object")
+and mask logits ``mask_pred`` (Q, H, W).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from torch.nn import functional as F
+
+from detectron2.structures import Boxes, Instances
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """
+    Per-pixel class scores: sum over queries of class probability times mask probability.
+
+    Returns:
+        (K, H, W) scores.
+    """
+    mask_cls = F.softmax(mask_cls, dim=-1)[..., :-1]
+    mask_pred = mask_pred.sigmoid()
+    return torch.einsum("qc,qhw->chw", mask_cls, mask_pred)
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: torch.Tensor,
+    object_mask_threshold: float,
+    overlap_threshold: float,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """
+    Keep confident queries, give each pixel to the query with the highest score * mask
+    probability, drop segments mostly covered by others, and merge segments of one stuff class.
+
+    Args:
+        is_thing: (K,) bool, whether each contiguous class id is a thing class.
+        object_mask_threshold: minimum class score of a kept query.
+        overlap_threshold: minimum fraction of a query's own mask (prob >= 0.5) it must keep.
+    Returns:
+        panoptic_seg (H, W) int32 segment ids (0 = void) and segments_info, a list of
+        {"id", "isthing", "category_id"} in detectron2's format.
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    mask_pred = mask_pred.sigmoid()
+
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores = scores[keep]
+    cur_classes = labels[keep]
+    cur_masks = mask_pred[keep]
+
+    h, w = cur_masks.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=cur_masks.device)
+    segments_info: List[Dict] = []
+    num_kept = cur_masks.shape[0]
+    if num_kept == 0:
+        return panoptic_seg, segments_info
+
+    cur_prob_masks = cur_scores.view(-1, 1, 1) * cur_masks
+    cur_mask_ids = cur_prob_masks.argmax(0)  # (H, W) index of the winning query
+    binary_masks = cur_masks >= 0.5
+    # Whether the winning query's own mask covers the pixel.
+    winner_covers = binary_masks.gather(0, cur_mask_ids[None])[0]
+    ids_flat = cur_mask_ids.flatten()
+    mask_area = torch.bincount(ids_flat, minlength=num_kept)
+    original_area = binary_masks.flatten(1).sum(1)
+    final_area = torch.bincount(ids_flat[winner_covers.flatten()], minlength=num_kept)
+
+    # One host sync for the few per-segment scalars; the pixel work stays vectorised.
+    mask_area_l = mask_area.tolist()
+    original_area_l = original_area.tolist()
+    final_area_l = final_area.tolist()
+    classes_l = cur_classes.tolist()
+    is_thing_l = is_thing[cur_classes].tolist()
+
+    segment_of_query = [0] * num_kept
+    stuff_segment: Dict[int, int] = {}
+    current_segment_id = 0
+    for k in range(num_kept):
+        if not (mask_area_l[k] > 0 and original_area_l[k] > 0 and final_area_l[k] > 0):
+            continue
+        if mask_area_l[k] / original_area_l[k] < overlap_threshold:
+            continue
+        pred_class = classes_l[k]
+        if not is_thing_l[k] and pred_class in stuff_segment:
+            segment_of_query[k] = stuff_segment[pred_class]
+            continue
+        current_segment_id += 1
+        segment_of_query[k] = current_segment_id
+        if not is_thing_l[k]:
+            stuff_segment[pred_class] = current_segment_id
+        segments_info.append(
+            {"id": current_segment_id, "isthing": bool(is_thing_l[k]), "category_id": int(pred_class)}
+        )
+
+    lookup = torch.tensor(segment_of_query, dtype=torch.int32, device=cur_masks.device)
+    panoptic_seg = torch.where(winner_covers, lookup[cur_mask_ids], panoptic_seg)
+    return panoptic_seg, segments_info
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    topk: int,
+    thing_only: torch.Tensor = None,
+) -> Instances:
+    """
+    The ``topk`` highest (query, class) scores, each an instance with the query's binary mask.
+    Scores are the class probability times the mean mask probability inside the binary mask.
+
+    Args:
+        topk: number of instances per image (``TEST.DETECTIONS_PER_IMAGE``).
+        thing_only: optional (K,) bool; when given, instances of other classes are dropped
+            (used when panoptic inference is also on, so stuff classes give no instances).
+    Returns:
+        Instances of image size (H, W) with pred_masks (N, H, W) float, pred_boxes (zeros),
+        scores (N,) and pred_classes (N,).
+    """
+    image_size = mask_pred.shape[-2:]
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    topk = min(topk, scores.numel())
+    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=False)
+    labels_per_image = topk_indices % num_classes
+    query_indices = topk_indices // num_classes
+    mask_pred = mask_pred[query_indices]
+
+    if thing_only is not None:
+        keep = thing_only[labels_per_image]
+        scores_per_image = scores_per_image[keep]
+        labels_per_image = labels_per_image[keep]
+        mask_pred = mask_pred[keep]
+
+    result = Instances(image_size)
+    result.pred_masks = (mask_pred > 0).float()
+    result.pred_boxes = Boxes(torch.zeros(mask_pred.size(0), 4, device=mask_pred.device))
+    flat_masks = result.pred_masks.flatten(1)
+    mask_scores_per_image = (mask_pred.sigmoid().flatten(1) * flat_masks).sum(1) / (
+        flat_masks.sum(1) + 1e-6
+    )
+    result.scores = scores_per_image * mask_scores_per_image
+    result.pred_classes = labels_per_image
+    return result

@@ -1,0 +1,269 @@
+"""
+The Mask2Former transformer decoder: learnable queries refined by masked cross-attention to
+multi-scale pixel features, one scale per layer in round robin, with a mask/class prediction
+after every layer.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+
+from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from .position_encoding import PositionEmbeddingSine
+from .registry import TRANSFORMER_DECODER_REGISTRY
+
+
+def compute_attention_mask(
+    outputs_mask: Tensor, target_size: Tuple[int, int], num_heads: int
+) -> Tensor:
+    """
+    Masked-attention mask from mask logits: a query attends only to pixels its mask predicts as
+    foreground (sigmoid >= 0.5) at the resolution of the next layer's features.
+
+    Args:
+        outputs_mask: (B, Q, H, W) mask logits.
+        target_size: (h, w) of the features the next cross-attention layer reads.
+        num_heads: number of attention heads.
+    Returns:
+        (B*num_heads, Q, h*w) bool, True = not attended, shared by all heads of an image
+        (the layout nn.MultiheadAttention expects for a 3D attn_mask), detached.
+    """
+    attn_mask = F.interpolate(outputs_mask, size=target_size, mode="bilinear", align_corners=False)
+    # Thresholded once per image and then copied to every head: sigmoid is elementwise, so this
+    # equals thresholding the head-repeated logits. `sigmoid() < 0.5` is kept rather than `< 0`
+    # because sigmoid rounds to exactly 0.5 for tiny negative logits.
+    attn_mask = (attn_mask.sigmoid().flatten(2) < 0.5).detach()
+    batch, num_queries, hw = attn_mask.shape
+    return attn_mask.unsqueeze(1).expand(batch, num_heads, num_queries, hw).flatten(0, 1)
+
+
+def unmask_empty_queries(attn_mask: Tensor) -> Tensor:
+    """
+    A query whose mask is empty (no pixel attended) attends everywhere instead, since
+    attention over nothing is undefined (softmax of all -inf gives NaN). Out of place: the
+    mask is a head-expanded view that must not be written to.
+
+    Args:
+        attn_mask: (N, Q, HW) bool, True = not attended.
+    Returns:
+        the new (N, Q, HW) mask.
+    """
+    return attn_mask & ~attn_mask.all(dim=-1, keepdim=True)
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """
+    Mask2Former's decoder. Layer ``i`` does masked cross-attention to feature level ``i % 3``
+    (lowest resolution first), then self-attention among the queries, then an FFN; the attention
+    mask of each layer comes from the mask predicted after the previous one.
+    """
+
+    _NUM_FEATURE_LEVELS = 3
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+    ):
+        """
+        Args:
+            in_channels: channels of the multi-scale features.
+            mask_classification: also predict a class per query (K classes + "no object").
+            num_classes: K.
+            hidden_dim: transformer width.
+            num_queries: number of queries Q.
+            nheads: attention heads.
+            dim_feedforward: FFN hidden width.
+            dec_layers: number of transformer layers (the prediction from the learnable queries
+                themselves comes on top, so there are dec_layers + 1 predictions).
+            pre_norm: pre-norm instead of post-norm layers.
+            mask_dim: channels of the per-pixel mask features.
+            enforce_input_project: add a 1x1 conv on features even if in_channels == hidden_dim.
+        """
+        super().__init__()
+        self.mask_classification = mask_classification
+
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.transformer_self_attention_layers = nn.ModuleList()
+        self.transformer_cross_attention_layers = nn.ModuleList()
+        self.transformer_ffn_layers = nn.ModuleList()
+        for _ in range(dec_layers):
+            self.transformer_self_attention_layers.append(
+                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
+            self.transformer_cross_attention_layers.append(
+                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
+            self.transformer_ffn_layers.append(
+                FFNLayer(hidden_dim, dim_feedforward, dropout=0.0, normalize_before=pre_norm)
+            )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+
+        self.num_queries = num_queries
+        # content and positional parts of the queries
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+
+        self.num_feature_levels = self._NUM_FEATURE_LEVELS
+        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_project:
+                proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
+                weight_init.c2_xavier_fill(proj)
+                self.input_proj.append(proj)
+            else:
+                self.input_proj.append(nn.Sequential())
+
+        if self.mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> Dict:
+        dec_layers = cfg.MODEL.MASK_FORMER.DEC_LAYERS
+        # The config counts the prediction from the learnable queries as a layer.
+        assert dec_layers >= 1, (
+            f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 for {cls.__name__} (it counts the "
+            f"prediction from the learnable queries), got {dec_layers}"
+        )
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
+            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
+            "dec_layers": dec_layers - 1,
+            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
+            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        }
+
+    def forward(
+        self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None
+    ) -> Dict[str, object]:
+        """
+        Args:
+            x: 3 feature maps (B, in_channels, H_l, W_l), lowest resolution first.
+            mask_features: (B, mask_dim, H, W) per-pixel embeddings.
+            mask: unused (padding is not masked in this decoder).
+        Returns:
+            dict with "pred_logits" (B, Q, K+1) (if mask_classification), "pred_masks"
+            (B, Q, H, W) from the last layer, and "aux_outputs": a list of dicts of the same
+            keys for each earlier prediction (the learnable queries', then layers 0..L-2).
+        """
+        del mask
+        if len(x) != self.num_feature_levels:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.num_feature_levels} feature levels, "
+                f"got {len(x)}"
+            )
+        src, pos, size_list = [], [], []
+        for i in range(self.num_feature_levels):
+            size_list.append(x[i].shape[-2:])
+            pos.append(self.pe_layer(x[i], None).flatten(2).permute(2, 0, 1))  # (HW, B, C)
+            feat = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
+            src.append(feat.permute(2, 0, 1))  # (HW, B, C)
+
+        batch = src[0].shape[1]
+        query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # (Q, B, C)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)  # (Q, B, C)
+
+        predictions_class, predictions_mask = [], []
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
+            output, mask_features, attn_mask_target_size=self._next_size(size_list, -1)
+        )
+        predictions_class.append(outputs_class)
+        predictions_mask.append(outputs_mask)
+
+        for i in range(self.num_layers):
+            level_index = i % self.num_feature_levels
+            attn_mask = unmask_empty_queries(attn_mask)
+            output = self.transformer_cross_attention_layers[i](
+                output,
+                src[level_index],
+                memory_mask=attn_mask,
+                memory_key_padding_mask=None,
+                pos=pos[level_index],
+                query_pos=query_embed,
+            )
+            output = self.transformer_self_attention_layers[i](
+                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+            )
+            output = self.transformer_ffn_layers[i](output)
+            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
+                output, mask_features, attn_mask_target_size=self._next_size(size_list, i)
+            )
+            predictions_class.append(outputs_class)
+            predictions_mask.append(outputs_mask)
+
+        out: Dict[str, object] = {"pred_masks": predictions_mask[-1]}
+        if self.mask_classification:
+            out["pred_logits"] = predictions_class[-1]
+        out["aux_outputs"] = self._set_aux_loss(
+            predictions_class if self.mask_classification else None, predictions_mask
+        )
+        return out
+
+    def _next_size(self, size_list: List[torch.Size], layer: int) -> Optional[torch.Size]:
+        """Feature size read by layer ``layer + 1``; None after the last layer (no mask needed)."""
+        if layer + 1 >= self.num_layers:
+            return None
+        return size_list[(layer + 1) % self.num_feature_levels]
+
+    def forward_prediction_heads(
+        self,
+        output: Tensor,
+        mask_features: Tensor,
+        attn_mask_target_size: Optional[Tuple[int, int]],
+    ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+        """
+        Args:
+            output: (Q, B, C) queries.
+            mask_features: (B, mask_dim, H, W).
+            attn_mask_target_size: (h, w) of the next layer's features, or None to skip the mask.
+        Returns:
+            outputs_class (B, Q, K+1) or None, outputs_mask (B, Q, H, W) logits, and
+            attn_mask (B*nheads, Q, h*w) bool (True = not attended) or None.
+        """
+        decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
+        outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
+        mask_embed = self.mask_embed(decoder_output)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        attn_mask = None
+        if attn_mask_target_size is not None:
+            attn_mask = compute_attention_mask(outputs_mask, attn_mask_target_size, self.num_heads)
+        return outputs_class, outputs_mask, attn_mask
+
+    @torch.jit.unused
+    def _set_aux_loss(
+        self, outputs_class: Optional[List[Tensor]], outputs_seg_masks: List[Tensor]
+    ) -> List[Dict[str, Tensor]]:
+        """Per-prediction dicts for the auxiliary losses: all predictions but the last."""
+        if self.mask_classification:
+            return [
+                {"pred_logits": a, "pred_masks": b}
+                for a, b in zip(outputs_class[:-1], outputs_seg_masks[:-1])
+            ]
+        return [{"pred_masks": b} for b in outputs_seg_masks[:-1]]

@@ -1,0 +1,249 @@
+"""train_net.py: config setup, a short CPU training run, exact resume, eval-only, and TTA."""
+import os
+import shutil
+
+import pytest
+import torch
+from fvcore.transforms import HFlipTransform
+from torch import nn
+
+from detectron2.config import get_cfg
+from detectron2.engine import HookBase
+from detectron2.modeling import DatasetMapperTTA
+from detectron2.utils.env import seed_all_rng
+
+from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PANOPTIC_CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
+PREFIX = "_test_train_net_synthetic"
+
+
+# ---------------------------------------------------------------- test-time augmentation
+class _ColumnModel(nn.Module):
+    """A fake segmentor: the class scores are the image's first channel, resized to the output
+    size, so that a horizontal ramp gives scores that depend on left / right."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, batched_inputs):
+        self.calls.append(len(batched_inputs))
+        outs = []
+        for x in batched_inputs:
+            img = x["image"].float()[:1][None]  # (1, 1, h, w)
+            scores = nn.functional.interpolate(
+                img, size=(x["height"], x["width"]), mode="bilinear", align_corners=False
+            )[0]
+            outs.append({"sem_seg": torch.cat([scores, 255 - scores])})  # (2, H, W)
+        return outs
+
+
+def _tta_cfg(min_sizes=(32, 64), flip=True):
+    cfg = get_cfg()
+    cfg.TEST.AUG.MIN_SIZES = min_sizes
+    cfg.TEST.AUG.MAX_SIZE = 1000
+    cfg.TEST.AUG.FLIP = flip
+    return cfg
+
+
+def _ramp_image(h=32, w=48):
+    ramp = torch.linspace(0, 255, w).expand(h, w)
+    return ramp.expand(3, h, w).round().to(torch.uint8)
+
+
+def test_tta_unflips_and_averages():
+    model = _ColumnModel()
+    image = _ramp_image()
+    tta = SemanticSegmentorWithTTA(_tta_cfg(), model)
+    (out,) = tta([{"image": image, "height": 32, "width": 48}])
+    scores = out["sem_seg"]
+    assert scores.shape == (2, 32, 48)
+    # 2 sizes x (plain, flipped), one image per model call
+    assert model.calls == [1, 1, 1, 1]
+    # flipped predictions were flipped back: the ramp still increases left to right
+    # (without un-flipping the average would be constant across columns)
+    expected = image[0].float()
+    assert torch.allclose(scores[0], expected, atol=6.0)
+    assert scores[0, :, -1].mean() - scores[0, :, 0].mean() > 200
+
+
+def test_tta_batch_size_gives_same_result():
+    image = _ramp_image()
+    inputs = [{"image": image, "height": 32, "width": 48}]
+    one = SemanticSegmentorWithTTA(_tta_cfg(), _ColumnModel())(inputs)[0]["sem_seg"]
+    model = _ColumnModel()
+    batched = SemanticSegmentorWithTTA(_tta_cfg(), model, batch_size=3)(inputs)[0]["sem_seg"]
+    assert model.calls == [3, 1]
+    assert torch.allclose(one, batched)
+
+
+def test_tta_uses_given_mapper_and_averages_exactly():
+    class _Mapper:
+        def __call__(self, d):
+            return DatasetMapperTTA(min_sizes=[32], max_size=1000, flip=True)(d)
+
+    model = _ColumnModel()
+    image = _ramp_image()
+    tta = SemanticSegmentorWithTTA(_tta_cfg(), model, tta_mapper=_Mapper())
+    (out,) = tta([{"image": image, "height": 32, "width": 48}])
+    # at the original size both augmentations reproduce the image exactly
+    direct = model([{"image": image, "height": 32, "width": 48}])[0]["sem_seg"]
+    assert torch.allclose(out["sem_seg"], direct, atol=1e-4)
+    aug = _Mapper()({"image": image, "height": 32, "width": 48})
+    assert any(isinstance(t, HFlipTransform) for t in aug[1]["transforms"].transforms)
+
+
+# ---------------------------------------------------------------- train_net.py
+@pytest.fixture(scope="module")
+def train_net():
+    import train_net as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from mask2former.data.synthetic import ensure_synthetic_dataset, register_all_synthetic
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    # one training image: every iteration sees the same batch, so an interrupted run and an
+    # uninterrupted one can be compared iteration by iteration
+    ensure_synthetic_dataset(root, num_train=1, num_val=2)
+    register_all_synthetic(root, prefix=PREFIX)
+    return root
+
+
+def _args(train_net, *opts, config=PANOPTIC_CONFIG, eval_only=False, resume=False):
+    argv = ["--config-file", config]
+    if eval_only:
+        argv.append("--eval-only")
+    if resume:
+        argv.append("--resume")
+    return train_net.default_argument_parser().parse_args(argv + list(opts))
+
+
+def _tiny_opts(output_dir, max_iter, test_set=False):
+    test = f"('{PREFIX}_panoptic_val',)" if test_set else "()"
+    return [
+        "MODEL.DEVICE", "cpu",
+        "OUTPUT_DIR", str(output_dir),
+        "DATASETS.TRAIN", f"('{PREFIX}_panoptic_train',)",
+        "DATASETS.TEST", test,  # no evaluation at the end of training
+        "SOLVER.IMS_PER_BATCH", "1",
+        "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD", "2",
+        "SOLVER.WARMUP_ITERS", "1",
+        "TEST.EVAL_PERIOD", "0",
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
+        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+        "MODEL.MASK_FORMER.DEC_LAYERS", "2",
+        "INPUT.MIN_SIZE_TRAIN", "(64,)",
+        "INPUT.MIN_SIZE_TEST", "64",
+        "DATALOADER.NUM_WORKERS", "0",
+        "SEED", "7",
+    ]
+
+
+class _ReseedHook(HookBase):
+    """Seeds every RNG from the iteration number, before data loading and again before the
+    model's forward, so that iteration k draws the same random numbers whether or not
+    training was resumed before it (a fresh data loader iterator draws its own seed)."""
+
+    def _seed(self, *_):
+        seed_all_rng(1000 + self.trainer.iter)
+
+    def before_train(self):
+        self.trainer.model.register_forward_pre_hook(self._seed)
+
+    def before_step(self):
+        self._seed()
+
+
+def _train(train_net, args):
+    cfg = train_net.setup(args)
+    trainer = train_net.Trainer(cfg)
+    trainer.register_hooks([_ReseedHook()])
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    history = trainer.storage.history("total_loss").values()
+    return {it: loss for loss, it in history}
+
+
+def test_train_checkpoint_resume_gives_identical_loss(train_net, synthetic_root, tmp_path):
+    torch.set_num_threads(1)
+    full_dir = tmp_path / "full"
+    losses = _train(train_net, _args(train_net, *_tiny_opts(full_dir, 3)))
+    assert sorted(losses) == [0, 1, 2]
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    # periodic checkpoint after iteration 1 (CHECKPOINT_PERIOD 2) and the final model
+    assert (full_dir / "model_0000001.pth").is_file()
+    assert (full_dir / "model_final.pth").is_file()
+    ckpt = torch.load(full_dir / "model_0000001.pth", map_location="cpu")
+    assert ckpt["iteration"] == 1
+    assert "optimizer" in ckpt["trainer"]["_trainer"] and "LRScheduler" in ckpt["trainer"]["hooks"]
+
+    # resume from the checkpoint of iteration 1: the next iteration is 2, with the same loss
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copy(full_dir / "model_0000001.pth", resumed_dir / "model_0000001.pth")
+    (resumed_dir / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = _train(train_net, _args(train_net, *_tiny_opts(resumed_dir, 3), resume=True))
+    assert sorted(resumed) == [2]
+    assert resumed[2] == losses[2]  # bit-identical: same weights, optimizer, LR, data, RNG
+
+    # eval-only from the final weights: PQ / mIoU / AP computed by detectron2's evaluators
+    res = train_net.main(
+        _args(
+            train_net,
+            *_tiny_opts(full_dir, 3, test_set=True),
+            "MODEL.WEIGHTS", str(full_dir / "model_final.pth"),
+            eval_only=True,
+        )
+    )
+    assert {"panoptic_seg", "sem_seg", "segm"} <= set(res)
+    assert 0.0 <= res["panoptic_seg"]["PQ"] <= 100.0
+    assert 0.0 <= res["sem_seg"]["mIoU"] <= 100.0
+
+
+def test_amp_disabled_on_cpu(train_net):
+    args = _args(train_net, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "True")
+    cfg, notes = train_net.build_config(args)
+    assert cfg.SOLVER.AMP.ENABLED is False
+    assert any("AMP" in n for n in notes)
+    assert cfg.is_frozen()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a CPU-only machine")
+def test_cuda_device_falls_back_to_cpu(train_net):
+    cfg, notes = train_net.build_config(_args(train_net, "MODEL.DEVICE", "cuda"))
+    assert cfg.MODEL.DEVICE == "cpu"
+    assert any("CUDA" in n for n in notes)
+
+
+def test_unknown_key_in_file_is_one_line_error(train_net, tmp_path, capsys):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"_BASE_: {PANOPTIC_CONFIG}\nMODEL:\n  MASK_FORMER:\n    NO_SUCH_KEY: 1\n")
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("_BASE_: child.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    with pytest.raises(SystemExit) as e:
+        train_net.cli(["--config-file", str(leaf)])
+    message = str(e.value.code)
+    assert "\n" not in message
+    assert "MODEL.MASK_FORMER.NO_SUCH_KEY" in message and str(child) in message
+
+
+def test_unknown_key_on_command_line_is_one_line_error(train_net):
+    with pytest.raises(SystemExit) as e:
+        train_net.cli(["--config-file", PANOPTIC_CONFIG, "SOLVER.NO_SUCH_KEY", "3"])
+    message = str(e.value.code)
+    assert "\n" not in message
+    assert "SOLVER.NO_SUCH_KEY" in message and "command line" in message
+
+
+def test_setup_raises_config_error(train_net):
+    from mask2former.utils.config_merge import ConfigError
+
+    with pytest.raises(ConfigError, match="SOLVER.MAX_ITER"):
+        train_net.setup(_args(train_net, "SOLVER.MAX_ITER", "many"))
