@@ -1,0 +1,15 @@
+from .ms_deform_attn_func import (
+    MSDeformAttnFunction,
+    extension_available,
+    kernel_supports,
+    ms_deform_attn,
+    ms_deform_attn_core_pytorch,
+)
+
+__all__ = [
+    "MSDeformAttnFunction",
+    "extension_available",
+    "kernel_supports",
+    "ms_deform_attn",
+    "ms_deform_attn_core_pytorch",
+]

@@ -1,0 +1,136 @@
+"""The multi-scale deformable attention layer (Deformable DETR, Zhu et al. 2021)."""
+import math
+import warnings
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.init import constant_, xavier_uniform_
+
+from ..functions import ms_deform_attn
+
+
+def _is_power_of_2(n: int) -> bool:
+    return isinstance(n, int) and n > 0 and (n & (n - 1)) == 0
+
+
+class MSDeformAttn(nn.Module):
+    """Each query attends to ``n_points`` learned sampling points around its reference point
+    on each of ``n_levels`` feature maps, per head.
+
+    The submodule names (``sampling_offsets``, ``attention_weights``, ``value_proj``,
+    ``output_proj``) are checkpoint keys and must not change.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        head_dim = d_model // n_heads
+        if not _is_power_of_2(head_dim):
+            # Correct either way; the CUDA kernel is just most efficient for power-of-2 heads.
+            warnings.warn(
+                f"MSDeformAttn: d_model // n_heads = {head_dim} is not a power of 2, which is "
+                "less efficient in the CUDA kernel"
+            )
+        self.im2col_step = 128
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        constant_(self.sampling_offsets.weight.data, 0.0)
+        # Heads start looking in evenly spread directions, point i at distance i+1.
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid_init = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid_init = (
+            (grid_init / grid_init.abs().max(-1, keepdim=True)[0])
+            .view(self.n_heads, 1, 1, 2)
+            .repeat(1, self.n_levels, self.n_points, 1)
+        )
+        for i in range(self.n_points):
+            grid_init[:, :, i, :] *= i + 1
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid_init.view(-1))
+        constant_(self.attention_weights.weight.data, 0.0)
+        constant_(self.attention_weights.bias.data, 0.0)
+        xavier_uniform_(self.value_proj.weight.data)
+        constant_(self.value_proj.bias.data, 0.0)
+        xavier_uniform_(self.output_proj.weight.data)
+        constant_(self.output_proj.bias.data, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (N, Lq, C)
+            reference_points: (N, Lq, L, 2) normalised (x, y) in [0, 1] (top-left (0, 0),
+                bottom-right (1, 1), padding included), or (N, Lq, L, 4) boxes (cx, cy, w, h)
+            input_flatten: (N, S, C) all levels flattened, S = sum_l H_l * W_l
+            input_spatial_shapes: (L, 2) integer (H_l, W_l)
+            input_level_start_index: (L,) start of each level in S
+            input_padding_mask: (N, S) bool, True at padding positions, or None
+        Returns:
+            (N, Lq, C)
+        Raises:
+            ValueError: on inconsistent shapes, e.g. S != sum_l H_l * W_l (checked by the op).
+        """
+        n, lq, _ = query.shape
+        _, s, _ = input_flatten.shape
+        m, n_l, n_p = self.n_heads, self.n_levels, self.n_points
+        if input_spatial_shapes.shape != (n_l, 2):
+            raise ValueError(
+                f"input_spatial_shapes must be ({n_l}, 2) for n_levels={n_l}, got "
+                f"{tuple(input_spatial_shapes.shape)}"
+            )
+        if reference_points.shape[-1] not in (2, 4):
+            raise ValueError(
+                "reference_points must end in 2 (points) or 4 (boxes), got shape "
+                f"{tuple(reference_points.shape)}"
+            )
+
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, s, m, self.d_model // m)
+        sampling_offsets = self.sampling_offsets(query).view(n, lq, m, n_l, n_p, 2)
+        attention_weights = self.attention_weights(query).view(n, lq, m, n_l * n_p)
+        attention_weights = attention_weights.softmax(-1).view(n, lq, m, n_l, n_p)
+
+        if reference_points.shape[-1] == 2:
+            # offsets are in pixels of each level; (W, H) turns them into normalised (x, y)
+            offset_normalizer = torch.stack(
+                [input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1
+            )
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :]
+                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
+            )
+        else:
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :2]
+                + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
+        output = ms_deform_attn(
+            value,
+            input_spatial_shapes,
+            input_level_start_index,
+            sampling_locations,
+            attention_weights,
+            self.im2col_step,
+        )
+        return self.output_proj(output)

@@ -1,0 +1,420 @@
+// Multi-scale deformable attention, CUDA kernels.
+//
+// One thread handles one (batch, query, head, channel group) where a group is VEC contiguous
+// channels (16 bytes when D and the pointers allow), so the bilinear set-up of a sampling point
+// is computed D/VEC times instead of D times (the im2col kernel computes it per channel) and
+// every corner read is one vectorised load. The D/VEC threads of one (query, head) are
+// consecutive lanes of a warp and read the same locations/weights (broadcast loads).
+//
+// Accumulation is in float32 for every value dtype. Backward adds value gradients with float32
+// atomics into a float32 buffer (cast to value's dtype at the end); location/weight gradients
+// are reduced over the channel groups with warp shuffles when D/VEC divides 32, and with
+// atomics otherwise.
+#include "cuda/ms_deform_attn_cuda.h"
+
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace mask2former {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+struct Dims {
+  int64_t N, S, M, D, Lq, L, P;
+};
+
+// Bilinear set-up of one sampling point (align_corners=False, zero padding).
+struct Bilinear {
+  int64_t offset[4];  // position offsets (in rows of M*D elements) or -1 when outside
+  float w[4];         // (h0,w0), (h0,w0+1), (h0+1,w0), (h0+1,w0+1)
+  float lh, lw;
+};
+
+__device__ __forceinline__ bool make_bilinear(float x, float y, int64_t H, int64_t W, Bilinear& b) {
+  const float h = y * static_cast<float>(H) - 0.5f;
+  const float w = x * static_cast<float>(W) - 0.5f;
+  if (!(h > -1.f) || !(w > -1.f) || !(h < static_cast<float>(H)) || !(w < static_cast<float>(W))) {
+    return false;
+  }
+  const float hf = floorf(h), wf = floorf(w);
+  const int64_t h0 = static_cast<int64_t>(hf), w0 = static_cast<int64_t>(wf);
+  b.lh = h - hf;
+  b.lw = w - wf;
+  const float hh = 1.f - b.lh, hw = 1.f - b.lw;
+  const float weights[4] = {hh * hw, hh * b.lw, b.lh * hw, b.lh * b.lw};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int64_t hi = h0 + (k >> 1), wi = w0 + (k & 1);
+    const bool ok = hi >= 0 && hi < H && wi >= 0 && wi < W;
+    b.offset[k] = ok ? hi * W + wi : -1;
+    b.w[k] = ok ? weights[k] : 0.f;
+  }
+  return true;
+}
+
+template <typename scalar_t, int VEC>
+__device__ __forceinline__ void load_pack(const scalar_t* p, float (&out)[VEC]) {
+  const Pack<scalar_t, VEC> pk = *reinterpret_cast<const Pack<scalar_t, VEC>*>(p);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    out[i] = static_cast<float>(pk.v[i]);
+  }
+}
+
+template <typename scalar_t, int VEC>
+__global__ void __launch_bounds__(kThreads) forward_kernel(
+    const scalar_t* __restrict__ value,
+    const int64_t* __restrict__ shapes,
+    const int64_t* __restrict__ starts,
+    const float* __restrict__ loc,
+    const float* __restrict__ attn,
+    scalar_t* __restrict__ out,
+    Dims d) {
+  const int64_t groups = d.D / VEC;
+  const int64_t total = d.N * d.Lq * d.M * groups;
+  const int64_t row = d.M * d.D;
+  const int64_t LP = d.L * d.P;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t g = idx % groups;
+    const int64_t nqm = idx / groups;
+    const int64_t m = nqm % d.M;
+    const int64_t n = nqm / (d.M * d.Lq);
+    const scalar_t* v_base = value + n * d.S * row + m * d.D + g * VEC;
+    const float* loc_q = loc + nqm * LP * 2;
+    const float* attn_q = attn + nqm * LP;
+    float acc[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) acc[i] = 0.f;
+    for (int64_t l = 0; l < d.L; ++l) {
+      const int64_t H = __ldg(shapes + 2 * l), W = __ldg(shapes + 2 * l + 1);
+      const scalar_t* v_level = v_base + __ldg(starts + l) * row;
+      for (int64_t p = 0; p < d.P; ++p) {
+        const int64_t lp = l * d.P + p;
+        Bilinear b;
+        if (!make_bilinear(__ldg(loc_q + 2 * lp), __ldg(loc_q + 2 * lp + 1), H, W, b)) continue;
+        const float a = __ldg(attn_q + lp);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          if (b.offset[k] < 0) continue;
+          float v[VEC];
+          load_pack<scalar_t, VEC>(v_level + b.offset[k] * row, v);
+          const float wk = a * b.w[k];
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) acc[i] = fmaf(wk, v[i], acc[i]);
+        }
+      }
+    }
+    Pack<scalar_t, VEC> res;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) res.v[i] = static_cast<scalar_t>(acc[i]);
+    *reinterpret_cast<Pack<scalar_t, VEC>*>(out + nqm * d.D + g * VEC) = res;
+  }
+}
+
+// Sums v over the `groups` consecutive lanes of a segment (groups a power of 2 dividing 32).
+__device__ __forceinline__ float segment_sum(float v, int groups) {
+  for (int offset = groups >> 1; offset > 0; offset >>= 1) {
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+// WARP_REDUCE: the `groups` threads of one (query, head) are consecutive lanes of one warp, so
+// location/weight gradients are reduced with shuffles; otherwise with atomics.
+template <typename scalar_t, int VEC, bool WARP_REDUCE>
+__global__ void __launch_bounds__(kThreads) backward_kernel(
+    const scalar_t* __restrict__ value,
+    const int64_t* __restrict__ shapes,
+    const int64_t* __restrict__ starts,
+    const float* __restrict__ loc,
+    const float* __restrict__ attn,
+    const scalar_t* __restrict__ grad_out,
+    float* __restrict__ grad_value,  // float32 (N, S, M, D), zero-initialised
+    float* __restrict__ grad_loc,    // (N, Lq, M, L, P, 2); zero-initialised unless WARP_REDUCE
+    float* __restrict__ grad_attn,   // (N, Lq, M, L, P); zero-initialised unless WARP_REDUCE
+    Dims d) {
+  const int64_t groups = d.D / VEC;
+  const int64_t total = d.N * d.Lq * d.M * groups;
+  const int64_t row = d.M * d.D;
+  const int64_t LP = d.L * d.P;
+  // The loop bound is uniform over the block so that every lane reaches the shuffles.
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x; base < total;
+       base += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t idx = base + threadIdx.x;
+    const bool active = idx < total;
+    const int64_t g = active ? idx % groups : 0;
+    const int64_t nqm = active ? idx / groups : 0;
+    const int64_t m = nqm % d.M;
+    const int64_t n = nqm / (d.M * d.Lq);
+    const int64_t v_offset = n * d.S * row + m * d.D + g * VEC;
+    const float* loc_q = loc + nqm * LP * 2;
+    const float* attn_q = attn + nqm * LP;
+    float go[VEC];
+    if (active) {
+      load_pack<scalar_t, VEC>(grad_out + nqm * d.D + g * VEC, go);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) go[i] = 0.f;
+    }
+    for (int64_t l = 0; l < d.L; ++l) {
+      const int64_t H = __ldg(shapes + 2 * l), W = __ldg(shapes + 2 * l + 1);
+      const int64_t level_offset = v_offset + __ldg(starts + l) * row;
+      for (int64_t p = 0; p < d.P; ++p) {
+        const int64_t lp = l * d.P + p;
+        float s_attn = 0.f, s_x = 0.f, s_y = 0.f, a = 0.f;
+        Bilinear b;
+        const bool inside =
+            active && make_bilinear(__ldg(loc_q + 2 * lp), __ldg(loc_q + 2 * lp + 1), H, W, b);
+        if (inside) {
+          a = __ldg(attn_q + lp);
+          float v[4][VEC];
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            if (b.offset[k] >= 0) {
+              load_pack<scalar_t, VEC>(value + level_offset + b.offset[k] * row, v[k]);
+            } else {
+#pragma unroll
+              for (int i = 0; i < VEC; ++i) v[k][i] = 0.f;
+            }
+          }
+          const float hh = 1.f - b.lh, hw = 1.f - b.lw;
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            const float gi = go[i];
+            s_attn += gi * (b.w[0] * v[0][i] + b.w[1] * v[1][i] + b.w[2] * v[2][i] + b.w[3] * v[3][i]);
+            s_x += gi * (hh * (v[1][i] - v[0][i]) + b.lh * (v[3][i] - v[2][i]));
+            s_y += gi * (hw * (v[2][i] - v[0][i]) + b.lw * (v[3][i] - v[1][i]));
+          }
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            if (b.offset[k] < 0) continue;
+            const float awk = a * b.w[k];
+            float* gv = grad_value + level_offset + b.offset[k] * row;
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) atomicAdd(gv + i, awk * go[i]);
+          }
+        }
+        const float gx = a * static_cast<float>(W) * s_x;
+        const float gy = a * static_cast<float>(H) * s_y;
+        if (WARP_REDUCE) {
+          const float r_attn = segment_sum(s_attn, static_cast<int>(groups));
+          const float r_x = segment_sum(gx, static_cast<int>(groups));
+          const float r_y = segment_sum(gy, static_cast<int>(groups));
+          if (active && g == 0) {
+            grad_attn[nqm * LP + lp] = r_attn;
+            grad_loc[(nqm * LP + lp) * 2] = r_x;
+            grad_loc[(nqm * LP + lp) * 2 + 1] = r_y;
+          }
+        } else if (inside) {
+          atomicAdd(grad_attn + nqm * LP + lp, s_attn);
+          atomicAdd(grad_loc + (nqm * LP + lp) * 2, gx);
+          atomicAdd(grad_loc + (nqm * LP + lp) * 2 + 1, gy);
+        }
+      }
+    }
+  }
+}
+
+Dims check_inputs(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc,
+    const at::Tensor& attn_weight) {
+  TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda: value must be a CUDA tensor");
+  TORCH_CHECK(value.dim() == 4, "ms_deform_attn_cuda: value must be (N, S, M, D), got ", value.sizes());
+  TORCH_CHECK(
+      sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
+      "ms_deform_attn_cuda: sampling_loc must be (N, Lq, M, L, P, 2), got ", sampling_loc.sizes());
+  TORCH_CHECK(
+      attn_weight.dim() == 5, "ms_deform_attn_cuda: attn_weight must be (N, Lq, M, L, P), got ",
+      attn_weight.sizes());
+  TORCH_CHECK(
+      spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2,
+      "ms_deform_attn_cuda: spatial_shapes must be (L, 2), got ", spatial_shapes.sizes());
+  for (const at::Tensor* t : {&value, &sampling_loc, &attn_weight, &spatial_shapes, &level_start_index}) {
+    TORCH_CHECK(t->is_contiguous(), "ms_deform_attn_cuda: inputs must be contiguous");
+    TORCH_CHECK(t->device() == value.device(), "ms_deform_attn_cuda: inputs must be on one device");
+  }
+  TORCH_CHECK(
+      spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
+      "ms_deform_attn_cuda: spatial_shapes and level_start_index must be int64");
+  const auto st = value.scalar_type();
+  TORCH_CHECK(
+      st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
+      "ms_deform_attn_cuda: value must be float32, float16 or bfloat16, got ", st);
+  TORCH_CHECK(
+      sampling_loc.scalar_type() == at::kFloat && attn_weight.scalar_type() == at::kFloat,
+      "ms_deform_attn_cuda: sampling_loc and attn_weight must be float32");
+  Dims d{value.size(0), value.size(1), value.size(2), value.size(3),
+         sampling_loc.size(1), sampling_loc.size(3), sampling_loc.size(4)};
+  TORCH_CHECK(
+      sampling_loc.size(0) == d.N && sampling_loc.size(2) == d.M,
+      "ms_deform_attn_cuda: sampling_loc ", sampling_loc.sizes(), " does not match value ", value.sizes());
+  TORCH_CHECK(
+      attn_weight.size(0) == d.N && attn_weight.size(1) == d.Lq && attn_weight.size(2) == d.M &&
+          attn_weight.size(3) == d.L && attn_weight.size(4) == d.P,
+      "ms_deform_attn_cuda: attn_weight ", attn_weight.sizes(), " does not match sampling_loc ",
+      sampling_loc.sizes());
+  TORCH_CHECK(
+      spatial_shapes.size(0) == d.L && level_start_index.numel() == d.L,
+      "ms_deform_attn_cuda: spatial_shapes/level_start_index must have L=", d.L, " levels");
+  return d;
+}
+
+bool aligned(const void* p, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+// Largest channel group (at most 16 bytes) that divides D and keeps every pointer aligned.
+template <typename scalar_t>
+int pick_vec(int64_t D, std::initializer_list<const void*> ptrs) {
+  for (int vec = 16 / static_cast<int>(sizeof(scalar_t)); vec > 1; vec >>= 1) {
+    if (D % vec != 0) continue;
+    bool ok = true;
+    for (const void* p : ptrs) ok = ok && aligned(p, vec * static_cast<int64_t>(sizeof(scalar_t)));
+    if (ok) return vec;
+  }
+  return 1;
+}
+
+int num_blocks(int64_t total) {
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 1 << 30));
+}
+
+template <typename scalar_t, int VEC>
+void launch_forward(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
+                    const at::Tensor& loc, const at::Tensor& attn, at::Tensor& out, const Dims& d) {
+  const int64_t total = d.N * d.Lq * d.M * (d.D / VEC);
+  forward_kernel<scalar_t, VEC><<<num_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+      loc.data_ptr<float>(), attn.data_ptr<float>(), out.data_ptr<scalar_t>(), d);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, int VEC>
+void launch_backward(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
+                     const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& grad_out,
+                     at::Tensor& grad_value, at::Tensor& grad_loc, at::Tensor& grad_attn,
+                     bool warp_reduce, const Dims& d) {
+  const int64_t total = d.N * d.Lq * d.M * (d.D / VEC);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (warp_reduce) {
+    backward_kernel<scalar_t, VEC, true><<<num_blocks(total), kThreads, 0, stream>>>(
+        value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+        loc.data_ptr<float>(), attn.data_ptr<float>(), grad_out.data_ptr<scalar_t>(),
+        grad_value.data_ptr<float>(), grad_loc.data_ptr<float>(), grad_attn.data_ptr<float>(), d);
+  } else {
+    backward_kernel<scalar_t, VEC, false><<<num_blocks(total), kThreads, 0, stream>>>(
+        value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+        loc.data_ptr<float>(), attn.data_ptr<float>(), grad_out.data_ptr<scalar_t>(),
+        grad_value.data_ptr<float>(), grad_loc.data_ptr<float>(), grad_attn.data_ptr<float>(), d);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Runs the statement with a compile-time VEC in {1, 2, 4, 8} equal to `vec`.
+#define MSDA_DISPATCH_VEC(vec, ...)    \
+  switch (vec) {                       \
+    case 8: {                          \
+      constexpr int VEC = 8;           \
+      __VA_ARGS__;                     \
+      break;                           \
+    }                                  \
+    case 4: {                          \
+      constexpr int VEC = 4;           \
+      __VA_ARGS__;                     \
+      break;                           \
+    }                                  \
+    case 2: {                          \
+      constexpr int VEC = 2;           \
+      __VA_ARGS__;                     \
+      break;                           \
+    }                                  \
+    default: {                         \
+      constexpr int VEC = 1;           \
+      __VA_ARGS__;                     \
+      break;                           \
+    }                                  \
+  }
+
+// float32 / float16 / bfloat16 only (no float64 instantiations).
+#define MSDA_DISPATCH_TYPES(TYPE, NAME, ...)              \
+  AT_DISPATCH_SWITCH(                                     \
+      TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                      AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
+                          AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+}  // namespace
+
+at::Tensor ms_deform_attn_cuda_forward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc,
+    const at::Tensor& attn_weight) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  const c10::cuda::CUDAGuard device_guard(value.device());
+  at::Tensor output = at::empty({d.N, d.Lq, d.M * d.D}, value.options());
+  if (output.numel() == 0 || d.L == 0 || d.P == 0) {
+    return output.zero_();
+  }
+  MSDA_DISPATCH_TYPES(value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
+    const int vec = pick_vec<scalar_t>(d.D, {value.data_ptr(), output.data_ptr()});
+    MSDA_DISPATCH_VEC(vec,
+                      launch_forward<scalar_t, VEC>(value, spatial_shapes, level_start_index,
+                                                    sampling_loc, attn_weight, output, d));
+  });
+  return output;
+}
+
+std::vector<at::Tensor> ms_deform_attn_cuda_backward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc,
+    const at::Tensor& attn_weight,
+    const at::Tensor& grad_output) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
+  TORCH_CHECK(
+      grad_output.is_contiguous() && grad_output.device() == value.device() &&
+          grad_output.scalar_type() == value.scalar_type(),
+      "ms_deform_attn_cuda_backward: grad_output must be contiguous, on value's device and dtype");
+  TORCH_CHECK(
+      grad_output.dim() == 3 && grad_output.size(0) == d.N && grad_output.size(1) == d.Lq &&
+          grad_output.size(2) == d.M * d.D,
+      "ms_deform_attn_cuda_backward: grad_output must be (N, Lq, M*D), got ", grad_output.sizes());
+  const c10::cuda::CUDAGuard device_guard(value.device());
+  at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(at::kFloat));
+  at::Tensor grad_loc = at::zeros_like(sampling_loc);
+  at::Tensor grad_attn = at::zeros_like(attn_weight);
+  if (d.N == 0 || d.Lq == 0 || d.M == 0 || d.D == 0 || d.L == 0 || d.P == 0) {
+    return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
+  }
+  MSDA_DISPATCH_TYPES(value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
+    const int vec = pick_vec<scalar_t>(d.D, {value.data_ptr(), grad_output.data_ptr()});
+    const int64_t groups = d.D / vec;
+    // Shuffle reduction needs each (query, head) segment inside one warp: groups | 32.
+    const bool warp_reduce = groups <= 32 && (32 % groups) == 0;
+    MSDA_DISPATCH_VEC(vec,
+                      launch_backward<scalar_t, VEC>(value, spatial_shapes, level_start_index,
+                                                     sampling_loc, attn_weight, grad_output,
+                                                     grad_value, grad_loc, grad_attn,
+                                                     warp_reduce, d));
+  });
+  return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
+}
+
+}  // namespace mask2former
