@@ -60,6 +60,10 @@ setup(
     version="0.1.0",
     description="Mask2Former (masked-attention mask transformer) as a detectron2 extension",
     packages=find_packages(exclude=("configs", "tests", "tests.*", "benchmarks", "tools", "demo", "datasets")),
+    package_data={
+        "mask2former.data.datasets": ["metadata/*.json"],
+        "mask2former.data.synthetic": ["*.json"],
+    },
     python_requires=">=3.10",
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension},

@@ -1,0 +1,144 @@
+"""The augmentation lists read from the config, and the part every training mapper shares."""
+
+import logging
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from .color_aug_ssd import ColorAugSSDTransform
+from .common import DroppedInstancesReporter, padded_size, read_image_checked
+
+__all__ = [
+    "TrainMapperBase",
+    "build_mask_former_augmentations",
+    "build_lsj_augmentations",
+    "train_metadata",
+    "to_transformable_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def train_metadata(cfg: CfgNode):
+    """Metadata of the first training dataset: the source of the ignore label and class count."""
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("cfg.DATASETS.TRAIN is empty: the training mappers read its metadata")
+    return MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+
+
+def _flip(cfg: CfgNode) -> List[T.Augmentation]:
+    mode = cfg.INPUT.RANDOM_FLIP
+    if mode == "none":
+        return []
+    if mode not in ("horizontal", "vertical"):
+        raise ValueError(
+            f"cfg.INPUT.RANDOM_FLIP must be horizontal, vertical or none, got {mode!r}"
+        )
+    return [T.RandomFlip(horizontal=mode == "horizontal", vertical=mode == "vertical")]
+
+
+def build_mask_former_augmentations(
+    cfg: CfgNode, ignore_label: Optional[int], category_area_crop: bool = True
+) -> List[T.Augmentation]:
+    """
+    Resize the shortest edge, crop (if cfg.INPUT.CROP.ENABLED), SSD color jitter (if
+    cfg.INPUT.COLOR_AUG_SSD), flip. With `category_area_crop` the crop limits the area of a
+    single category (cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA), which needs a semantic map.
+    """
+    augs: List[T.Augmentation] = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        if category_area_crop:
+            augs.append(
+                T.RandomCrop_CategoryAreaConstraint(
+                    cfg.INPUT.CROP.TYPE,
+                    cfg.INPUT.CROP.SIZE,
+                    cfg.INPUT.CROP.get("SINGLE_CATEGORY_MAX_AREA", 1.0),
+                    ignore_label,
+                )
+            )
+        else:
+            augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+    if cfg.INPUT.COLOR_AUG_SSD:
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    return augs + _flip(cfg)
+
+
+def build_lsj_augmentations(cfg: CfgNode) -> List[T.Augmentation]:
+    """
+    Large-scale jitter: flip, rescale to a random fraction of IMAGE_SIZE (MIN_SCALE..MAX_SCALE),
+    then crop/pad to exactly IMAGE_SIZE x IMAGE_SIZE. Segmentations are padded with 0:
+    "no instance" for masks and "unlabeled" for panoptic ids.
+    """
+    size = cfg.INPUT.IMAGE_SIZE
+    return _flip(cfg) + [
+        T.ResizeScale(
+            min_scale=cfg.INPUT.MIN_SCALE,
+            max_scale=cfg.INPUT.MAX_SCALE,
+            target_height=size,
+            target_width=size,
+        ),
+        T.FixedSizeCrop(crop_size=(size, size), seg_pad_value=0),
+    ]
+
+
+def to_transformable_labels(labels: np.ndarray) -> np.ndarray:
+    """
+    detectron2's resize handles uint8 maps with PIL but others through torch's interpolate,
+    which has no integer kernels: keep uint8 when the values fit, else use float64 (exact for
+    integers up to 2^53).
+    """
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.size and labels.min() >= 0 and labels.max() <= 255:
+        return labels.astype(np.uint8)
+    return labels.astype(np.float64)
+
+
+class TrainMapperBase:
+    """
+    Reading and checking the image, padding sizes, and reporting crops that removed every
+    instance. Subclasses define ``__call__``; all of them are for training only.
+    """
+
+    def __init__(
+        self,
+        is_train: bool,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        size_divisibility: int = 0,
+    ):
+        name = type(self).__name__
+        if not is_train:
+            raise ValueError(
+                f"{name} is a training mapper (is_train=False given); evaluate with "
+                "detectron2's DatasetMapper(cfg, is_train=False)"
+            )
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.size_divisibility = size_divisibility
+        self.dropped_instances = DroppedInstancesReporter(name)
+        logger.info(f"[{name}] Augmentations used in training: {augmentations}")
+
+    def _read_image(self, dataset_dict: dict) -> np.ndarray:
+        """(H, W, 3) uint8 image in self.image_format; sets "height"/"width" if absent."""
+        image = read_image_checked(dataset_dict["file_name"], self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        return image
+
+    def _padded_size(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        return padded_size(hw, self.size_divisibility)
+
+    @staticmethod
+    def _image_tensor(image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) array -> (3, H, W) uint8 tensor."""
+        return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -1,0 +1,23 @@
+"""Large-scale-jitter training mapper for COCO panoptic segmentation ("coco_panoptic_lsj")."""
+
+from typing import Any, Dict
+
+from .base import build_lsj_augmentations
+from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
+
+__all__ = ["COCOPanopticNewBaselineDatasetMapper"]
+
+
+class COCOPanopticNewBaselineDatasetMapper(MaskFormerPanopticDatasetMapper):
+    """
+    :class:`MaskFormerPanopticDatasetMapper` with large-scale jitter (flip, ResizeScale,
+    FixedSizeCrop): "image" is exactly (3, IMAGE_SIZE, IMAGE_SIZE); "instances" (one per
+    non-crowd segment) also has gt_boxes (N, 4); "sem_seg" is 255 where unlabeled, crowd or
+    padded.
+    """
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        ret = super().from_config(cfg, is_train)
+        ret.update(augmentations=build_lsj_augmentations(cfg), size_divisibility=0, with_boxes=True)
+        return ret

@@ -1,0 +1,105 @@
+"""Training mapper for COCO-style instance segmentation datasets ("mask_former_instance")."""
+
+import copy
+from typing import Any, Dict, List, Optional
+
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.structures import Instances
+
+from .base import TrainMapperBase, build_mask_former_augmentations, train_metadata
+from .common import annotations_to_mask_instances, pad_bottom_right
+
+__all__ = ["MaskFormerInstanceDatasetMapper"]
+
+
+def _pad_instances(instances: Instances, hw) -> Instances:
+    """The same instances on a canvas padded on the bottom/right to `hw`; masks padded with False."""
+    if tuple(instances.image_size) == tuple(hw):
+        return instances
+    fields = instances.get_fields()
+    padded = Instances(tuple(hw), **fields)
+    masks = fields["gt_masks"]
+    padded.gt_masks = F.pad(
+        masks, (0, hw[1] - masks.shape[2], 0, hw[0] - masks.shape[1]), value=False
+    )
+    return padded
+
+
+class MaskFormerInstanceDatasetMapper(TrainMapperBase):
+    """
+    Maps a COCO instance dataset dict ("file_name", "annotations" with polygon or RLE
+    "segmentation" and contiguous "category_id") to:
+
+    * "image": (3, H, W) uint8 tensor, padded with 0 to cfg.INPUT.SIZE_DIVISIBILITY;
+    * "instances": gt_classes (N,) int64, gt_masks (N, H, W) bool (and gt_boxes (N, 4) XYXY of
+      the masks with `with_boxes`); crowd annotations and instances a crop removed are dropped.
+
+    Augmentations: resize shortest edge, optional plain random crop, optional SSD color jitter,
+    flip.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        size_divisibility: int = 0,
+        num_classes: Optional[int] = None,
+        with_boxes: bool = False,
+    ):
+        """
+        Args:
+            augmentations: applied to the image and annotations, in order.
+            image_format: detectron2 image format, e.g. "RGB" or "BGR".
+            size_divisibility: pad to a multiple of this (<= 0: no padding).
+            num_classes: category ids must be < this (None: unchecked).
+            with_boxes: also give instances gt_boxes (from the masks).
+        """
+        super().__init__(is_train, augmentations, image_format, size_divisibility)
+        self.num_classes = num_classes
+        self.with_boxes = with_boxes
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        thing_classes = train_metadata(cfg).get("thing_classes", None)
+        return {
+            "is_train": is_train,
+            "augmentations": build_mask_former_augmentations(cfg, None, category_area_crop=False),
+            "image_format": cfg.INPUT.FORMAT,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": len(thing_classes) if thing_classes else None,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        if "annotations" not in dataset_dict:
+            raise KeyError(
+                f"{type(self).__name__}: dataset dict of {file_name} has no 'annotations'"
+            )
+        annos = dataset_dict.pop("annotations")
+
+        image = self._read_image(dataset_dict)
+        original_hw = image.shape[:2]
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        instances, num_before = annotations_to_mask_instances(
+            annos,
+            transforms,
+            original_hw,
+            image.shape[:2],
+            self.num_classes,
+            file_name,
+            self.with_boxes,
+        )
+        self.dropped_instances.update(num_before, len(instances), file_name)
+
+        hw = self._padded_size(image.shape[:2])
+        dataset_dict["image"] = self._image_tensor(pad_bottom_right(image, hw, 0))
+        dataset_dict["instances"] = _pad_instances(instances, hw)
+        return dataset_dict

@@ -1,0 +1,135 @@
+"""Training mapper for semantic segmentation datasets ("mask_former_semantic")."""
+
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.structures import Instances
+
+from .base import (
+    TrainMapperBase,
+    build_mask_former_augmentations,
+    to_transformable_labels,
+    train_metadata,
+)
+from .common import (
+    check_semantic_labels,
+    pad_bottom_right,
+    read_label_checked,
+    semantic_to_instances,
+)
+
+__all__ = ["MaskFormerSemanticDatasetMapper"]
+
+
+class MaskFormerSemanticDatasetMapper(TrainMapperBase):
+    """
+    Maps a semantic segmentation dataset dict ("file_name", "sem_seg_file_name") to:
+
+    * "image": (3, H, W) uint8 tensor in cfg.INPUT.FORMAT, padded with 0 on the bottom/right
+      to a multiple of cfg.INPUT.SIZE_DIVISIBILITY (when > 0);
+    * "sem_seg": (H, W) int64 tensor, padding = the ignore label;
+    * "instances": one instance per class present (ignore excluded): gt_classes (N,) int64,
+      gt_masks (N, H, W) bool;
+    * "height", "width": of the original image, and the input fields.
+
+    Subclasses that read other labels override :meth:`_read_labels` and :meth:`_targets`;
+    ``__call__`` (read, augment, pad, report) is shared.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        ignore_label: int = 255,
+        size_divisibility: int = 0,
+        num_classes: Optional[int] = None,
+    ):
+        """
+        Args:
+            augmentations: applied to the image and labels, in order.
+            image_format: detectron2 image format, e.g. "RGB" or "BGR".
+            ignore_label: the label of unannotated pixels, also used for padding.
+            size_divisibility: pad to a multiple of this (<= 0: no padding).
+            num_classes: labels must be < this (None: unchecked).
+        """
+        super().__init__(is_train, augmentations, image_format, size_divisibility)
+        self.ignore_label = ignore_label
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        meta = train_metadata(cfg)
+        ignore_label = meta.get("ignore_label", 255)
+        stuff_classes = meta.get("stuff_classes", None)
+        return {
+            "is_train": is_train,
+            "augmentations": build_mask_former_augmentations(cfg, ignore_label),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": len(stuff_classes) if stuff_classes else None,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = self._read_image(dataset_dict)
+        sem_seg, labels = self._read_labels(dataset_dict)
+        if sem_seg.shape != image.shape[:2]:
+            raise ValueError(
+                f"{dataset_dict['file_name']}: labels of size {sem_seg.shape} for an image of "
+                f"size {image.shape[:2]}"
+            )
+        aug_input = T.AugInput(image, sem_seg=to_transformable_labels(sem_seg))
+        transforms = self.augmentations(aug_input)
+        hw = self._padded_size(aug_input.image.shape[:2])
+        sem_seg, instances, num_before = self._targets(aug_input.sem_seg, labels, transforms, hw)
+        self.dropped_instances.update(num_before, len(instances), dataset_dict["file_name"])
+
+        dataset_dict["image"] = self._image_tensor(pad_bottom_right(aug_input.image, hw, 0))
+        dataset_dict["sem_seg"] = torch.as_tensor(sem_seg, dtype=torch.int64)
+        dataset_dict["instances"] = instances
+        return dataset_dict
+
+    def _read_labels(self, dataset_dict: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+        """
+        Returns:
+            (H, W) semantic labels of the untransformed image (used by the category-area
+            crop), and whatever :meth:`_targets` needs besides their transformed version.
+        """
+        file_name = dataset_dict.get("sem_seg_file_name")
+        if file_name is None:
+            raise KeyError(
+                f"{type(self).__name__}: dataset dict of {dataset_dict['file_name']} has no "
+                "'sem_seg_file_name'"
+            )
+        sem_seg = read_label_checked(file_name, "sem_seg")
+        if sem_seg.ndim != 2:
+            raise ValueError(
+                f"{file_name}: a semantic label PNG must have one channel, got {sem_seg.shape}"
+            )
+        check_semantic_labels(sem_seg, self.num_classes, self.ignore_label, file_name)
+        return sem_seg, int(np.count_nonzero(np.unique(sem_seg) != self.ignore_label))
+
+    def _targets(
+        self, sem_seg: np.ndarray, labels: Any, transforms: T.TransformList, hw: Tuple[int, int]
+    ) -> Tuple[np.ndarray, Instances, int]:
+        """
+        Args:
+            sem_seg: (h, w) transformed semantic labels, before padding.
+            labels: what :meth:`_read_labels` returned besides the semantic labels.
+            transforms: the augmentation's transforms, for other label maps.
+            hw: the padded (H, W).
+
+        Returns:
+            (H, W) int64 semantic labels, the Instances, and how many instances there were
+            before augmentation.
+        """
+        sem_seg = pad_bottom_right(sem_seg.astype(np.int64), hw, self.ignore_label)
+        return sem_seg, semantic_to_instances(sem_seg, self.ignore_label), labels

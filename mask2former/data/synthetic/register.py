@@ -1,0 +1,170 @@
+"""
+Registers the synthetic dataset with detectron2, lazily: the loaders generate the data on
+first use (see :func:`ensure_synthetic_dataset`), registration itself touches no file.
+
+Names (with the default prefix "synthetic"), for split in {train, val}:
+    synthetic_panoptic_{split}  COCO-panoptic-style dicts (+ sem_seg_file_name), evaluator
+                                "coco_panoptic_seg"; metadata json_file = the instances json
+    synthetic_instance_{split}  COCO instance dicts (load_coco_json), evaluator "coco"
+    synthetic_sem_seg_{split}   semantic dicts (load_sem_seg), evaluator "sem_seg"
+"""
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, load_sem_seg
+
+from .generator import SPLITS, ensure_synthetic_dataset, synthetic_dir
+from .metadata import load_synthetic_categories, synthetic_metadata
+
+__all__ = ["register_all_synthetic", "load_synthetic_panoptic", "default_root"]
+
+IGNORE_LABEL = 255
+LABEL_DIVISOR = 1000
+
+
+def default_root() -> str:
+    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+
+
+def _paths(root: str, split: str) -> Dict[str, str]:
+    d = synthetic_dir(root)
+    return {
+        "image_root": os.path.join(d, "images", split),
+        "panoptic_root": os.path.join(d, f"panoptic_{split}"),
+        "panoptic_json": os.path.join(d, "annotations", f"panoptic_{split}.json"),
+        "json_file": os.path.join(d, "annotations", f"instances_{split}.json"),
+        "sem_seg_root": os.path.join(d, f"semantic_{split}"),
+    }
+
+
+def load_synthetic_panoptic(root: str, split: str) -> List[Dict]:
+    """
+    Generates the data if needed, then reads the panoptic json of `split`.
+
+    Returns:
+        list[dict]: detectron2 dicts with file_name, image_id, height, width,
+        pan_seg_file_name, sem_seg_file_name and segments_info (category_id contiguous,
+        isthing set), like detectron2's COCO panoptic loader.
+    """
+    ensure_synthetic_dataset(root)
+    p = _paths(root, split)
+    cats = load_synthetic_categories()
+    contiguous = {c["id"]: i for i, c in enumerate(cats)}
+    isthing = {c["id"]: bool(c["isthing"]) for c in cats}
+    with open(p["panoptic_json"]) as f:
+        data = json.load(f)
+    images = {img["id"]: img for img in data["images"]}
+    dicts = []
+    for ann in data["annotations"]:
+        img = images[ann["image_id"]]
+        segments = []
+        for seg in ann["segments_info"]:
+            if seg["category_id"] not in contiguous:
+                raise ValueError(
+                    f"{p['panoptic_json']}: image {ann['file_name']} has a segment of category id "
+                    f"{seg['category_id']}, not among the known ids {sorted(contiguous)}"
+                )
+            segments.append(
+                dict(
+                    seg,
+                    category_id=contiguous[seg["category_id"]],
+                    isthing=isthing[seg["category_id"]],
+                )
+            )
+        stem = os.path.splitext(ann["file_name"])[0]
+        dicts.append(
+            {
+                "file_name": os.path.join(p["image_root"], img["file_name"]),
+                "image_id": img["id"],
+                "height": img["height"],
+                "width": img["width"],
+                "pan_seg_file_name": os.path.join(p["panoptic_root"], ann["file_name"]),
+                "sem_seg_file_name": os.path.join(p["sem_seg_root"], stem + ".png"),
+                "segments_info": segments,
+            }
+        )
+    return dicts
+
+
+def _load_instances(root: str, split: str, name: str) -> List[Dict]:
+    ensure_synthetic_dataset(root)
+    p = _paths(root, split)
+    return load_coco_json(p["json_file"], p["image_root"], dataset_name=name)
+
+
+def _load_sem_seg(root: str, split: str) -> List[Dict]:
+    ensure_synthetic_dataset(root)
+    p = _paths(root, split)
+    return load_sem_seg(p["sem_seg_root"], p["image_root"], gt_ext="png", image_ext="jpg")
+
+
+def register_all_synthetic(root: Optional[str] = None, prefix: str = "synthetic") -> List[str]:
+    """
+    Registers the six synthetic datasets whose data lives (or will be generated) under
+    ``<root>/synthetic``; `root` defaults to $DETECTRON2_DATASETS or "datasets". Names
+    already registered for the same root are left alone (registering twice is harmless);
+    for another root they are an error (pass another `prefix`).
+
+    Returns:
+        list[str]: the names registered by this call.
+    """
+    root = default_root() if root is None else root
+    meta = synthetic_metadata()
+    things = {
+        k: meta[k] for k in ("thing_classes", "thing_colors", "thing_dataset_id_to_contiguous_id")
+    }
+    stuff = {
+        k: meta[k] for k in ("stuff_classes", "stuff_colors", "stuff_dataset_id_to_contiguous_id")
+    }
+    registered = []
+    for split in SPLITS:
+        p = _paths(root, split)
+        entries = {
+            f"{prefix}_panoptic_{split}": (
+                lambda split=split: load_synthetic_panoptic(root, split),
+                dict(
+                    meta,
+                    evaluator_type="coco_panoptic_seg",
+                    ignore_label=IGNORE_LABEL,
+                    label_divisor=LABEL_DIVISOR,
+                    **p,
+                ),
+            ),
+            f"{prefix}_instance_{split}": (
+                lambda split=split, name=f"{prefix}_instance_{split}": _load_instances(
+                    root, split, name
+                ),
+                dict(
+                    things,
+                    evaluator_type="coco",
+                    image_root=p["image_root"],
+                    json_file=p["json_file"],
+                ),
+            ),
+            f"{prefix}_sem_seg_{split}": (
+                lambda split=split: _load_sem_seg(root, split),
+                dict(
+                    stuff,
+                    evaluator_type="sem_seg",
+                    ignore_label=IGNORE_LABEL,
+                    image_root=p["image_root"],
+                    sem_seg_root=p["sem_seg_root"],
+                ),
+            ),
+        }
+        for name, (loader, metadata) in entries.items():
+            if name in DatasetCatalog.list():
+                existing = MetadataCatalog.get(name).get("image_root")
+                if existing != metadata["image_root"]:
+                    raise ValueError(
+                        f"Dataset {name!r} is already registered with image_root {existing!r}, "
+                        f"not {metadata['image_root']!r}: use another prefix"
+                    )
+                continue
+            DatasetCatalog.register(name, loader)
+            MetadataCatalog.get(name).set(**metadata)
+            registered.append(name)
+    return registered
