@@ -1,6 +1,6 @@
 """Multi-scale and flip test-time augmentation for semantic segmentation."""
+
 import copy
-import logging
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -14,8 +14,6 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import DatasetMapperTTA
 
 __all__ = ["SemanticSegmentorWithTTA"]
-
-logger = logging.getLogger(__name__)
 
 
 class SemanticSegmentorWithTTA(nn.Module):

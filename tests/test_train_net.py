@@ -247,3 +247,15 @@ def test_setup_raises_config_error(train_net):
 
     with pytest.raises(ConfigError, match="SOLVER.MAX_ITER"):
         train_net.setup(_args(train_net, "SOLVER.MAX_ITER", "many"))
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
+def test_synthetic_configs_build_a_model(train_net, task):
+    config = os.path.join(REPO, "configs", "synthetic", f"{task}.yaml")
+    cfg, _ = train_net.build_config(_args(train_net, "MODEL.DEVICE", "cpu", config=config))
+    model = train_net.Trainer.build_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 20_000_000  # small enough to train on a CPU in minutes
+    assert cfg.MODEL.WEIGHTS == ""  # trained from scratch
+    optimizer = train_net.Trainer.build_optimizer(cfg, model)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))

@@ -1,0 +1,107 @@
+"""Choose the evaluators of a dataset from its ``evaluator_type`` metadata and the config."""
+
+import os
+from typing import List, Optional
+
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    LVISEvaluator,
+    SemSegEvaluator,
+)
+
+from .instance_evaluation import InstanceSegEvaluator
+
+__all__ = ["build_evaluator"]
+
+# evaluator types whose datasets have semantic / panoptic ground truth
+_SEMANTIC_TYPES = (
+    "ade20k_panoptic_seg",
+    "coco_panoptic_seg",
+    "mapillary_vistas_panoptic_seg",
+)
+_PANOPTIC_TYPES = (
+    "coco_panoptic_seg",
+    "ade20k_panoptic_seg",
+    "cityscapes_panoptic_seg",
+    "mapillary_vistas_panoptic_seg",
+)
+# Mask2Former's boxes are placeholders (zeros): only mask AP is meaningful
+_INSTANCE_TASKS = ("segm",)
+# instance AP on datasets whose thing ids are not 0 .. num_things - 1
+_NON_COCO_INSTANCE_TYPES = (
+    "ade20k_panoptic_seg",
+    "ade20k_instance",
+    "mapillary_vistas_panoptic_seg",
+)
+
+
+def build_evaluator(
+    cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+) -> DatasetEvaluators:
+    """
+    Evaluators for ``dataset_name``, chosen by ``MetadataCatalog.get(dataset_name).evaluator_type``
+    and by which outputs the model produces (``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,
+    PANOPTIC}_ON``):
+
+    - "sem_seg": :class:`SemSegEvaluator` (mIoU);
+    - "coco": :class:`COCOEvaluator` (mask AP; the model's boxes are placeholders);
+    - panoptic types (coco / ade20k / mapillary_vistas / cityscapes "_panoptic_seg"): PQ with
+      :class:`COCOPanopticEvaluator` if PANOPTIC_ON, mIoU if SEMANTIC_ON, AP if INSTANCE_ON
+      (COCO's ids with :class:`COCOEvaluator`, others with :class:`InstanceSegEvaluator`,
+      Cityscapes with its own evaluators);
+    - "ade20k_instance": :class:`InstanceSegEvaluator` if INSTANCE_ON;
+    - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
+    - "lvis": :class:`LVISEvaluator`.
+
+    Args:
+        output_folder: where evaluators write predictions; default ``OUTPUT_DIR/inference``.
+
+    Raises:
+        NotImplementedError: no evaluator applies to the dataset and config.
+    """
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    test = cfg.MODEL.MASK_FORMER.TEST
+    evaluators: List[DatasetEvaluator] = []
+
+    if evaluator_type == "sem_seg" or (evaluator_type in _SEMANTIC_TYPES and test.SEMANTIC_ON):
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+    if evaluator_type in _PANOPTIC_TYPES and test.PANOPTIC_ON:
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+    if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and test.INSTANCE_ON):
+        # panoptic COCO: mask AP against the instance json in metadata.json_file
+        evaluators.append(
+            COCOEvaluator(dataset_name, tasks=_INSTANCE_TASKS, output_dir=output_folder)
+        )
+    if evaluator_type in _NON_COCO_INSTANCE_TYPES and test.INSTANCE_ON:
+        evaluators.append(
+            InstanceSegEvaluator(dataset_name, tasks=_INSTANCE_TASKS, output_dir=output_folder)
+        )
+    if evaluator_type == "cityscapes_sem_seg" or (
+        evaluator_type == "cityscapes_panoptic_seg" and test.SEMANTIC_ON
+    ):
+        evaluators.append(CityscapesSemSegEvaluator(dataset_name))
+    if evaluator_type == "cityscapes_instance" or (
+        evaluator_type == "cityscapes_panoptic_seg" and test.INSTANCE_ON
+    ):
+        evaluators.append(CityscapesInstanceEvaluator(dataset_name))
+    if evaluator_type == "lvis":
+        evaluators.append(
+            LVISEvaluator(dataset_name, tasks=_INSTANCE_TASKS, output_dir=output_folder)
+        )
+
+    if not evaluators:
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} with evaluator_type {evaluator_type!r} "
+            f"(MODEL.MASK_FORMER.TEST: SEMANTIC_ON={test.SEMANTIC_ON}, "
+            f"INSTANCE_ON={test.INSTANCE_ON}, PANOPTIC_ON={test.PANOPTIC_ON})"
+        )
+    return DatasetEvaluators(evaluators)

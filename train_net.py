@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""
+Mask2Former training and evaluation script.
+
+Train:     python train_net.py --config-file CONFIG [--num-gpus N] [--resume] [KEY VALUE ...]
+Evaluate:  python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model.pth
+On a machine without a GPU add ``MODEL.DEVICE cpu`` (the script also falls back to the CPU,
+with a warning, when CUDA is not available).
+"""
+
+import json
+import logging
+import os
+import sys
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import build_detection_train_loader
+from detectron2.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    hooks,
+    launch,
+)
+from detectron2.evaluation import DatasetEvaluator, verify_results
+from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.solver import LRScheduler
+from detectron2.utils.logger import setup_logger
+
+import mask2former  # noqa: F401  (registers backbones, heads, meta-architectures, datasets)
+from mask2former.config import add_maskformer2_config
+from mask2former.data.build import build_train_mapper
+from mask2former.evaluation import build_evaluator
+from mask2former.solver import build_lr_scheduler, build_optimizer
+from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
+from mask2former.utils.config_merge import ConfigError, merge_config_file, merge_config_opts
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with Mask2Former's data, solver and evaluators."""
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+    ) -> DatasetEvaluator:
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        # the mapper is chosen by INPUT.DATASET_MAPPER_NAME
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: torch.nn.Module) -> Dict[str, Any]:
+        """Evaluate semantic segmentation with multi-scale / flip test-time augmentation."""
+        if not cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON:
+            raise ValueError(
+                "TEST.AUG.ENABLED: test-time augmentation averages semantic predictions; "
+                "it needs MODEL.MASK_FORMER.TEST.SEMANTIC_ON True"
+            )
+        logger = logging.getLogger("mask2former")
+        logger.info("Running inference with test-time augmentation ...")
+        model = SemanticSegmentorWithTTA(cfg, model)
+        # the TTA model only outputs "sem_seg": evaluate that alone
+        eval_cfg = cfg.clone()
+        eval_cfg.defrost()
+        eval_cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+        eval_cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+        evaluators = [
+            cls.build_evaluator(
+                eval_cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+            )
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in res.items())
+
+
+def _adapt_to_machine(cfg: CfgNode) -> List[str]:
+    """Settings that cannot work on this machine are changed; returns the warnings to log."""
+    notes = []
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        notes.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'")
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        notes.append("SOLVER.AMP.ENABLED needs CUDA: mixed precision is disabled on the CPU")
+        cfg.SOLVER.AMP.ENABLED = False
+    return notes
+
+
+def build_config(args) -> Tuple[CfgNode, List[str]]:
+    """
+    The frozen config of ``args.config_file`` + ``args.opts``, and warnings about settings
+    changed to fit this machine.
+
+    Raises:
+        ConfigError: unknown key, bad value or missing file, named in a one-line message.
+    """
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    if args.config_file:
+        merge_config_file(cfg, args.config_file)
+    merge_config_opts(cfg, args.opts or [])
+    notes = _adapt_to_machine(cfg)
+    cfg.freeze()
+    return cfg, notes
+
+
+def setup(args) -> CfgNode:
+    """Create the config and set up logging, the output directory and the random seed."""
+    cfg, notes = build_config(args)
+    default_setup(cfg, args)
+    logger = setup_logger(
+        output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former"
+    )
+    for note in notes:
+        logger.warning(note)
+    return cfg
+
+
+def _save_results(results: Dict[str, Any], path: str) -> None:
+    """Write the metrics (``{task: {metric: value}}``) of an evaluation as json."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    logging.getLogger("mask2former").info("Evaluation results saved to %s", path)
+
+
+def main(args):
+    cfg = setup(args)
+
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, res)
+            _save_results(res, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))
+        return res
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
+    return trainer.train()
+
+
+def cli(argv=None) -> None:
+    args = default_argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    try:
+        # fail here, in one process and with one line, rather than in every launched worker
+        build_config(args)
+    except ConfigError as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()
