@@ -9,7 +9,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from mask2former.config import add_maskformer2_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "reference")
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")  # copied from ../shared/reference
 
 
 def load_cfg(config_path: str, opts=()):

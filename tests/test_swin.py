@@ -29,7 +29,7 @@ from mask2former.modeling.backbone.swin import (
 
 torch.set_num_threads(1)
 
-REFERENCE_KEYS = "/work/shared/reference/official_state_dict_keys.json"
+REFERENCE_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "official_state_dict_keys.json")
 SWIN_T_CONFIG = "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
 
 

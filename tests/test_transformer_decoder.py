@@ -20,7 +20,7 @@ from mask2former.modeling.transformer_decoder.mask2former_transformer_decoder im
     unmask_empty_queries,
 )
 
-REFERENCE_KEYS = "/work/shared/reference/official_state_dict_keys.json"
+REFERENCE_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "official_state_dict_keys.json")
 # config path -> number of classes of the reference models
 REFERENCE_MODELS = {
     "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": 133,

@@ -1,0 +1,46 @@
+"""`add_maskformer2_config` adds exactly the reference keys, with the reference defaults."""
+import os
+
+from detectron2.config import get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+
+from mask2former import add_maskformer2_config
+
+CONFIG_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "config_keys.txt")
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        name = prefix + key
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _reference_keys() -> dict:
+    keys = {}
+    with open(CONFIG_KEYS) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key, value = line.split(": ", 1)
+                keys[key] = value
+    return keys
+
+
+def test_added_keys_and_defaults_equal_the_reference():
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    before = _flatten(cfg)
+    add_maskformer2_config(cfg)
+    after = _flatten(cfg)
+    added = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    reference = _reference_keys()
+    assert set(added) <= set(reference), sorted(set(added) - set(reference))
+    missing = set(reference) - set(after)
+    assert not missing, sorted(missing)
+    for key, text in reference.items():
+        assert repr(after[key]) == text, (key, after[key], text)
