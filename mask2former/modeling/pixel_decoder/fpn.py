@@ -15,6 +15,24 @@ from .registry import PIXEL_DECODER_REGISTRY
 NUM_MULTI_SCALE_LEVELS = 3
 
 
+def fpn_lateral_and_output_convs(in_channels: int, conv_dim: int, norm: str) -> Tuple[Conv2d, Conv2d]:
+    """
+    One FPN level: a 1x1 lateral conv (in_channels -> conv_dim) and a 3x3 output conv with ReLU
+    (conv_dim -> conv_dim), both xavier-initialised; biases only when there is no norm.
+    """
+    use_bias = norm == ""
+    lateral_conv = Conv2d(
+        in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
+    )
+    output_conv = Conv2d(
+        conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
+        norm=get_norm(norm, conv_dim), activation=F.relu,
+    )
+    weight_init.c2_xavier_fill(lateral_conv)
+    weight_init.c2_xavier_fill(output_conv)
+    return lateral_conv, output_conv
+
+
 @PIXEL_DECODER_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     """
@@ -58,15 +76,7 @@ class BasePixelDecoder(nn.Module):
                 lateral_convs.append(None)
                 output_convs.append(output_conv)
             else:
-                lateral_conv = Conv2d(
-                    in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
-                )
-                output_conv = Conv2d(
-                    conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                    norm=get_norm(norm, conv_dim), activation=F.relu,
-                )
-                weight_init.c2_xavier_fill(lateral_conv)
-                weight_init.c2_xavier_fill(output_conv)
+                lateral_conv, output_conv = fpn_lateral_and_output_convs(in_channels, conv_dim, norm)
                 self.add_module("adapter_{}".format(idx + 1), lateral_conv)
                 self.add_module("layer_{}".format(idx + 1), output_conv)
                 lateral_convs.append(lateral_conv)

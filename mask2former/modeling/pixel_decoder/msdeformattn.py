@@ -12,6 +12,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from .fpn import fpn_lateral_and_output_convs
 from .ops.modules import MSDeformAttn
 from .registry import PIXEL_DECODER_REGISTRY
 
@@ -269,17 +270,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         lateral_convs = []
         output_convs = []
-        use_bias = norm == ""
         for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lateral_conv = Conv2d(
-                in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
-            )
-            output_conv = Conv2d(
-                conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                norm=get_norm(norm, conv_dim), activation=F.relu,
-            )
-            weight_init.c2_xavier_fill(lateral_conv)
-            weight_init.c2_xavier_fill(output_conv)
+            lateral_conv, output_conv = fpn_lateral_and_output_convs(in_channels, conv_dim, norm)
             self.add_module("adapter_{}".format(idx + 1), lateral_conv)
             self.add_module("layer_{}".format(idx + 1), output_conv)
             lateral_convs.append(lateral_conv)
