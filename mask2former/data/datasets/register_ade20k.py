@@ -13,8 +13,8 @@ from .builtin_meta import (
     get_ade20k_instance_metadata,
     get_ade20k_panoptic_metadata,
 )
-from .catalog import register_dataset
-from .loaders import DatasetSource, load_instance_dicts, load_panoptic_dicts, load_sem_seg_dicts
+from .catalog import register_dataset, register_sem_seg_dataset
+from .loaders import DatasetSource, load_instance_dicts, load_panoptic_dicts
 
 __all__ = [
     "register_all_ade20k_semantic",
@@ -38,15 +38,7 @@ def register_all_ade20k_semantic(root: str) -> None:
     for split, dirname in _SPLITS:
         image_dir = os.path.join(root, _ADE, "images", dirname)
         gt_dir = os.path.join(root, _ADE, "annotations_detectron2", dirname)
-        register_dataset(
-            f"ade20k_sem_seg_{split}",
-            partial(load_sem_seg_dicts, gt_dir, image_dir, _SEMANTIC, gt_ext="png", image_ext="jpg"),
-            image_root=image_dir,
-            sem_seg_root=gt_dir,
-            evaluator_type="sem_seg",
-            ignore_label=255,
-            **meta,
-        )
+        register_sem_seg_dataset(f"ade20k_sem_seg_{split}", image_dir, gt_dir, _SEMANTIC, meta)
 
 
 def register_all_ade20k_full(root: str) -> None:
@@ -54,15 +46,9 @@ def register_all_ade20k_full(root: str) -> None:
     for split, dirname in _SPLITS:
         image_dir = os.path.join(root, _ADE_FULL, "images_detectron2", dirname)
         gt_dir = os.path.join(root, _ADE_FULL, "annotations_detectron2", dirname)
-        register_dataset(
-            f"ade20k_full_sem_seg_{split}",
-            # 847 classes do not fit in uint8: labels are uint16 TIFFs, 65535 = ignore.
-            partial(load_sem_seg_dicts, gt_dir, image_dir, _FULL, gt_ext="tif", image_ext="jpg"),
-            image_root=image_dir,
-            sem_seg_root=gt_dir,
-            evaluator_type="sem_seg",
-            ignore_label=65535,
-            **meta,
+        # 847 classes do not fit in uint8: labels are uint16 TIFFs, 65535 = ignore.
+        register_sem_seg_dataset(
+            f"ade20k_full_sem_seg_{split}", image_dir, gt_dir, _FULL, meta, gt_ext="tif", ignore_label=65535
         )
 
 

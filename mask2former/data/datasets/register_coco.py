@@ -16,8 +16,8 @@ import os
 from functools import partial
 
 from .builtin_meta import get_coco_panoptic_metadata, get_coco_stuff_171_metadata
-from .catalog import register_dataset
-from .loaders import DatasetSource, load_panoptic_dicts, load_sem_seg_dicts
+from .catalog import register_dataset, register_sem_seg_dataset
+from .loaders import DatasetSource, load_panoptic_dicts
 
 __all__ = ["register_all_coco_panoptic", "register_all_coco_stuff_10k"]
 
@@ -90,12 +90,4 @@ def register_all_coco_stuff_10k(root: str) -> None:
     meta = get_coco_stuff_171_metadata()
     for name, (image_dir, gt_dir) in _COCO_STUFF_10K_SPLITS.items():
         image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
-        register_dataset(
-            name,
-            partial(load_sem_seg_dicts, gt_dir, image_dir, _STUFF_10K, gt_ext="png", image_ext="jpg"),
-            image_root=image_dir,
-            sem_seg_root=gt_dir,
-            evaluator_type="sem_seg",
-            ignore_label=255,
-            **meta,
-        )
+        register_sem_seg_dataset(name, image_dir, gt_dir, _STUFF_10K, meta)

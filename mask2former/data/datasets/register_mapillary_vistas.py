@@ -7,8 +7,8 @@ import os
 from functools import partial
 
 from .builtin_meta import get_mapillary_vistas_panoptic_metadata, get_mapillary_vistas_semantic_metadata
-from .catalog import register_dataset
-from .loaders import DatasetSource, load_panoptic_dicts, load_sem_seg_dicts
+from .catalog import register_dataset, register_sem_seg_dataset
+from .loaders import DatasetSource, load_panoptic_dicts
 
 __all__ = ["register_all_mapillary_vistas"]
 
@@ -27,14 +27,8 @@ def register_all_mapillary_vistas(root: str) -> None:
         pan_dir = os.path.join(split_dir, "panoptic")
         pan_json = os.path.join(split_dir, "panoptic", "panoptic_2018.json")
 
-        register_dataset(
-            f"mapillary_vistas_sem_seg_{split}",
-            partial(load_sem_seg_dicts, label_dir, image_dir, _SOURCE, gt_ext="png", image_ext="jpg"),
-            image_root=image_dir,
-            sem_seg_root=label_dir,
-            evaluator_type="sem_seg",
-            ignore_label=_IGNORE_LABEL,
-            **sem_meta,
+        register_sem_seg_dataset(
+            f"mapillary_vistas_sem_seg_{split}", image_dir, label_dir, _SOURCE, sem_meta, ignore_label=_IGNORE_LABEL
         )
         register_dataset(
             f"mapillary_vistas_panoptic_{split}",
