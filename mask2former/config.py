@@ -17,6 +17,11 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
+    # Not a reference key (this project's own): when True, a training sample whose image or
+    # labels cannot be read or are inconsistent (OSError, ValueError, KeyError from the mapper)
+    # is logged and replaced by another random sample instead of stopping the run;
+    # see mask2former.data.build.SkipBadSamples.
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False
 
     # solver
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0

@@ -49,6 +49,8 @@ def _cfg(dataset: str, mapper: str, **input_overrides):
     add_maskformer2_config(cfg)
     cfg.DATASETS.TRAIN = (f"{PREFIX}_{dataset}_train",)
     cfg.INPUT.DATASET_MAPPER_NAME = mapper
+    # the synthetic metadata: 5 thing classes, 8 classes in all
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5 if "instance" in mapper else 8
     cfg.INPUT.MIN_SIZE_TRAIN = (100, 128, 150)
     cfg.INPUT.MAX_SIZE_TRAIN = 300
     cfg.INPUT.IMAGE_SIZE = 128
@@ -327,6 +329,7 @@ def test_ignore_label_and_classes_from_metadata(data):
     MetadataCatalog.get("tmapper_custom_ignore").set(ignore_label=7, stuff_classes=["a"] * 7)
     cfg = _cfg("sem_seg", "mask_former_semantic")
     cfg.DATASETS.TRAIN = ("tmapper_custom_ignore",)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 7
     mapper = build_train_mapper(cfg)
     assert mapper.ignore_label == 7 and mapper.num_classes == 7
     out = mapper(data["sem_seg"][0])

@@ -1,6 +1,7 @@
 """Chooses the training dataset mapper by name (cfg.INPUT.DATASET_MAPPER_NAME)."""
 
-from typing import Callable, Dict
+import logging
+from typing import Any, Callable, Dict, Optional
 
 from detectron2.config import CfgNode
 
@@ -11,8 +12,11 @@ from .dataset_mappers import (
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
 )
+from .dataset_mappers.common import is_report_count
 
-__all__ = ["MAPPERS", "build_train_mapper"]
+__all__ = ["MAPPERS", "BAD_SAMPLE_ERRORS", "SkipBadSamples", "build_train_mapper"]
+
+logger = logging.getLogger(__name__)
 
 # cfg.INPUT.DATASET_MAPPER_NAME -> mapper class (each built with `cls(cfg, is_train=True)`)
 MAPPERS: Dict[str, type] = {
@@ -23,12 +27,81 @@ MAPPERS: Dict[str, type] = {
     "coco_panoptic_lsj": COCOPanopticNewBaselineDatasetMapper,
 }
 
+# What the mappers raise for one sample's bad files or annotations: unreadable or missing files
+# (OSError), inconsistent content (ValueError), missing dataset dict fields (KeyError). Other
+# exceptions are bugs and always propagate.
+BAD_SAMPLE_ERRORS = (OSError, ValueError, KeyError)
 
-def build_train_mapper(cfg: CfgNode) -> Callable[[dict], dict]:
-    """The training mapper named by cfg.INPUT.DATASET_MAPPER_NAME, built from `cfg`."""
+
+class SkipBadSamples:
+    """
+    Wraps a training mapper so that a sample it rejects with one of :data:`BAD_SAMPLE_ERRORS`
+    is skipped: the wrapper logs a warning naming the file and the reason (the 1st, 2nd, 4th,
+    8th, ... time, and every time within a run of consecutive failures), counts it, and
+    returns None, on which detectron2's ``MapDataset`` maps another, random sample instead.
+
+    So many failures in a row that the data, not a few samples, must be broken
+    (`max_consecutive_failures`) stop the run with a RuntimeError. detectron2's
+    ``MapDataset`` gives up by itself on a dataset with fewer samples than that, all bad:
+    after each one failed it has none left to try, and raises its own ValueError.
+
+    Each data-loader worker holds its own copy, so counts are per worker.
+    """
+
+    def __init__(self, mapper: Callable[[dict], dict], max_consecutive_failures: int = 20):
+        if max_consecutive_failures < 1:
+            raise ValueError(
+                f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}"
+            )
+        self.mapper = mapper
+        self.max_consecutive_failures = max_consecutive_failures
+        self.num_skipped = 0
+        self.consecutive_failures = 0
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        try:
+            out = self.mapper(dataset_dict)
+        except BAD_SAMPLE_ERRORS as e:
+            self._skip(dataset_dict.get("file_name", "<no file_name>"), e)
+            return None
+        self.consecutive_failures = 0
+        return out
+
+    def _skip(self, file_name: str, error: Exception) -> None:
+        self.num_skipped += 1
+        self.consecutive_failures += 1
+        reason = f"{type(error).__name__}: {error}"
+        if self.consecutive_failures >= self.max_consecutive_failures:
+            raise RuntimeError(
+                f"DATALOADER.SKIP_BAD_SAMPLES: {self.consecutive_failures} training samples in a "
+                f"row could not be used, the last one {file_name} ({reason}); the dataset looks "
+                "broken as a whole rather than in a few samples"
+            ) from error
+        # every failure of a run of them is logged: each names one more file of broken data
+        if is_report_count(self.num_skipped) or self.consecutive_failures > 1:
+            logger.warning(
+                "Skipped a bad training sample %s (%s); %d skipped so far "
+                "(DATALOADER.SKIP_BAD_SAMPLES)",
+                file_name,
+                reason,
+                self.num_skipped,
+            )
+
+    def __repr__(self) -> str:
+        return f"SkipBadSamples({self.mapper!r})"
+
+
+def build_train_mapper(cfg: CfgNode) -> Callable[[dict], Optional[dict]]:
+    """
+    The training mapper named by cfg.INPUT.DATASET_MAPPER_NAME, built from `cfg`; wrapped in
+    :class:`SkipBadSamples` when cfg.DATALOADER.SKIP_BAD_SAMPLES is set.
+    """
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in MAPPERS:
         raise ValueError(
             f"Unknown cfg.INPUT.DATASET_MAPPER_NAME {name!r}; known mappers: {sorted(MAPPERS)}"
         )
-    return MAPPERS[name](cfg, is_train=True)
+    mapper = MAPPERS[name](cfg, is_train=True)
+    if cfg.DATALOADER.get("SKIP_BAD_SAMPLES", False):
+        return SkipBadSamples(mapper)
+    return mapper

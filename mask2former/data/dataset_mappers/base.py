@@ -10,6 +10,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..datasets.checks import check_num_classes, dataset_num_classes
 from .color_aug_ssd import ColorAugSSDTransform
 from .common import DroppedInstancesReporter, padded_size, read_image_checked
 
@@ -18,6 +19,7 @@ __all__ = [
     "build_mask_former_augmentations",
     "build_lsj_augmentations",
     "train_metadata",
+    "train_num_classes",
     "to_transformable_labels",
 ]
 
@@ -29,6 +31,49 @@ def train_metadata(cfg: CfgNode):
     if not cfg.DATASETS.TRAIN:
         raise ValueError("cfg.DATASETS.TRAIN is empty: the training mappers read its metadata")
     return MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+
+
+def train_num_classes(cfg: CfgNode, task: str) -> Optional[int]:
+    """
+    The class count of the training datasets' metadata for `task` ("semantic" and "panoptic":
+    len(stuff_classes), "instance": len(thing_classes)), or None when the first one has no
+    such list (labels then go unchecked).
+
+    Raises:
+        ValueError: a training dataset whose class count is not MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            which would otherwise surface as an index error deep in the loss, or never.
+    """
+    train_metadata(cfg)  # DATASETS.TRAIN must not be empty
+
+    def count(name: str) -> Optional[int]:
+        try:
+            return dataset_num_classes(name, task)
+        except KeyError:  # a dataset registered without class names
+            return None
+
+    known = [name for name in cfg.DATASETS.TRAIN if count(name) is not None]
+    check_num_classes(known, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, task)
+    return count(cfg.DATASETS.TRAIN[0])
+
+
+class _NonEmptyResize(T.Augmentation):
+    """
+    A resizing augmentation whose output keeps at least 1 pixel per side: detectron2 rounds
+    e.g. a 16x1000 image scaled by 0.01 to 0x10, which PIL cannot resize to.
+    """
+
+    def __init__(self, resize: T.Augmentation):
+        super().__init__()
+        self.resize = resize
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        t = self.resize.get_transform(image)
+        if isinstance(t, T.ResizeTransform) and min(t.new_h, t.new_w) < 1:
+            t = T.ResizeTransform(t.h, t.w, max(t.new_h, 1), max(t.new_w, 1), t.interp)
+        return t
+
+    def __repr__(self) -> str:
+        return repr(self.resize)
 
 
 def _flip(cfg: CfgNode) -> List[T.Augmentation]:
@@ -51,8 +96,12 @@ def build_mask_former_augmentations(
     single category (cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA), which needs a semantic map.
     """
     augs: List[T.Augmentation] = [
-        T.ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        _NonEmptyResize(
+            T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
         )
     ]
     if cfg.INPUT.CROP.ENABLED:
@@ -80,11 +129,13 @@ def build_lsj_augmentations(cfg: CfgNode) -> List[T.Augmentation]:
     """
     size = cfg.INPUT.IMAGE_SIZE
     return _flip(cfg) + [
-        T.ResizeScale(
-            min_scale=cfg.INPUT.MIN_SCALE,
-            max_scale=cfg.INPUT.MAX_SCALE,
-            target_height=size,
-            target_width=size,
+        _NonEmptyResize(
+            T.ResizeScale(
+                min_scale=cfg.INPUT.MIN_SCALE,
+                max_scale=cfg.INPUT.MAX_SCALE,
+                target_height=size,
+                target_width=size,
+            )
         ),
         T.FixedSizeCrop(crop_size=(size, size), seg_pad_value=0),
     ]

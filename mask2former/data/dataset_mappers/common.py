@@ -11,12 +11,15 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances, polygons_to_bitmask
+from detectron2.utils.file_io import PathManager
 from panopticapi.utils import rgb2id
+from PIL import Image
 from pycocotools import mask as mask_util
 
 __all__ = [
     "read_image_checked",
     "read_label_checked",
+    "check_labels_match_image",
     "padded_size",
     "pad_bottom_right",
     "check_semantic_labels",
@@ -27,20 +30,70 @@ __all__ = [
     "annotations_to_mask_instances",
     "make_instances",
     "DroppedInstancesReporter",
+    "is_report_count",
     "rgb2id",
 ]
 
 logger = logging.getLogger(__name__)
 
 
+# PIL modes of 16-bit (and 32-bit integer) single-channel images
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _to_8bit(image: Image.Image, file_name: str) -> Image.Image:
+    """
+    A 16-bit grayscale image (PIL mode "I;16*", or "I" holding values in 0..65535) as 8-bit
+    "L", keeping the high byte (v >> 8), which is what PIL does for 16-bit RGB PNGs and OpenCV
+    for any 16-bit image. PIL's own conversion of these modes to RGB clips every value above
+    255 to white instead. Other integer ranges and float images are rejected.
+    """
+    if image.mode in _WIDE_INTEGER_MODES:
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"{file_name}: integer image (PIL mode {image.mode}) with values in "
+                f"{values.min()}..{values.max()}; only 8- and 16-bit images are supported"
+            )
+        return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        raise ValueError(
+            f"{file_name}: floating-point image (PIL mode F) is not supported; "
+            "store it as an 8- or 16-bit image"
+        )
+    return image
+
+
 def read_image_checked(file_name: str, image_format: Optional[str]) -> np.ndarray:
-    """:func:`detection_utils.read_image`, with errors that name the file."""
+    """
+    :func:`detection_utils.read_image` (EXIF orientation applied, any PIL mode converted to
+    `image_format`: gray g -> (g, g, g), alpha dropped, palette looked up), except that 16-bit
+    images are scaled to 8 bits (see :func:`_to_8bit`) rather than clipped. Errors name the file.
+
+    Returns:
+        (H, W, C) uint8 array in `image_format`.
+    """
     try:
-        return utils.read_image(file_name, format=image_format)
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            image.load()  # decode now: truncated or corrupt data fails here
+            # detectron2's own EXIF handling, which its evaluation mapper applies too
+            image = utils._apply_exif_orientation(image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"Image file not found: {file_name}") from e
     except Exception as e:  # PIL's UnidentifiedImageError, truncated files, ...
         raise OSError(f"Cannot read image file {file_name}: {e}") from e
+    return utils.convert_PIL_to_numpy(_to_8bit(image, file_name), image_format)
+
+
+def exif_orientation(file_name: str) -> int:
+    """The EXIF orientation tag of an image file (1, "as stored", when absent or unreadable)."""
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            return int(Image.open(f).getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
 
 
 def read_label_checked(file_name: str, kind: str) -> np.ndarray:
@@ -54,6 +107,25 @@ def read_label_checked(file_name: str, kind: str) -> np.ndarray:
         raise FileNotFoundError(f"{kind} file not found: {file_name}") from e
     except Exception as e:
         raise OSError(f"Cannot read {kind} file {file_name}: {e}") from e
+
+
+def check_labels_match_image(
+    image_hw: Tuple[int, int], labels_hw: Tuple[int, int], image_file: str, label_file: str
+) -> None:
+    """Raises ValueError naming both files and sizes when a label map and its image differ."""
+    if tuple(image_hw) == tuple(labels_hw):
+        return
+    hint = ""
+    orientation = exif_orientation(image_file)
+    if orientation != 1:
+        hint = (
+            f"; the image has EXIF orientation {orientation}, applied when it is read: the "
+            "labels must be drawn on the image as displayed, not as stored"
+        )
+    raise ValueError(
+        f"Image {image_file} is {image_hw[0]}x{image_hw[1]} (HxW) but its labels {label_file} "
+        f"are {labels_hw[0]}x{labels_hw[1]}{hint}"
+    )
 
 
 def padded_size(hw: Tuple[int, int], size_divisibility: int) -> Tuple[int, int]:
@@ -220,6 +292,11 @@ def annotations_to_mask_instances(
     return make_instances(image_hw, classes, masks, with_boxes), len(annos)
 
 
+def is_report_count(count: int) -> bool:
+    """Whether the `count`-th occurrence of a warning is logged: the 1st, 2nd, 4th, 8th, ..."""
+    return count > 0 and count & (count - 1) == 0
+
+
 class DroppedInstancesReporter:
     """
     Counts samples whose augmentation (a crop) removed every instance, and logs a warning
@@ -234,7 +311,7 @@ class DroppedInstancesReporter:
         if num_before == 0 or num_after > 0:
             return
         self.count += 1
-        if self.count & (self.count - 1) == 0:
+        if is_report_count(self.count):
             logger.warning(
                 "%s: augmentation removed all %d instances of %s (%d sample(s) so far); "
                 "the sample is kept with no instance",

@@ -8,7 +8,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from .base import TrainMapperBase, build_mask_former_augmentations, train_metadata
+from .base import TrainMapperBase, build_mask_former_augmentations, train_num_classes
 from .common import annotations_to_mask_instances, pad_bottom_right
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
@@ -40,6 +40,9 @@ class MaskFormerInstanceDatasetMapper(TrainMapperBase):
     flip.
     """
 
+    # the task whose class count (metadata) the labels and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow
+    task = "instance"
+
     @configurable
     def __init__(
         self,
@@ -65,13 +68,12 @@ class MaskFormerInstanceDatasetMapper(TrainMapperBase):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
-        thing_classes = train_metadata(cfg).get("thing_classes", None)
         return {
             "is_train": is_train,
             "augmentations": build_mask_former_augmentations(cfg, None, category_area_crop=False),
             "image_format": cfg.INPUT.FORMAT,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": len(thing_classes) if thing_classes else None,
+            "num_classes": train_num_classes(cfg, cls.task),
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:

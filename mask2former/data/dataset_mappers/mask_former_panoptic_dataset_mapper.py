@@ -35,6 +35,9 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
     so that ids survive resizing exactly; its padding is 0, the "unlabeled" id.
     """
 
+    task = "panoptic"
+    label_file_key = "pan_seg_file_name"
+
     @configurable
     def __init__(
         self,
@@ -63,12 +66,12 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
         self.with_boxes = with_boxes
 
     def _read_labels(self, dataset_dict: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
-        for key in ("pan_seg_file_name", "segments_info"):
+        for key in (self.label_file_key, "segments_info"):
             if key not in dataset_dict:
                 raise KeyError(
                     f"{type(self).__name__}: dataset dict of {dataset_dict['file_name']} has no {key!r}"
                 )
-        file_name = dataset_dict["pan_seg_file_name"]
+        file_name = dataset_dict[self.label_file_key]
         pan_rgb = read_label_checked(file_name, "pan_seg")
         if pan_rgb.ndim != 3 or pan_rgb.shape[2] != 3:
             raise ValueError(

@@ -14,8 +14,10 @@ from .base import (
     build_mask_former_augmentations,
     to_transformable_labels,
     train_metadata,
+    train_num_classes,
 )
 from .common import (
+    check_labels_match_image,
     check_semantic_labels,
     pad_bottom_right,
     read_label_checked,
@@ -39,6 +41,11 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
     Subclasses that read other labels override :meth:`_read_labels` and :meth:`_targets`;
     ``__call__`` (read, augment, pad, report) is shared.
     """
+
+    # the task whose class count (metadata) the labels and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow
+    task = "semantic"
+    # the dataset dict field of the label file read by _read_labels
+    label_file_key = "sem_seg_file_name"
 
     @configurable
     def __init__(
@@ -65,27 +72,26 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
-        meta = train_metadata(cfg)
-        ignore_label = meta.get("ignore_label", 255)
-        stuff_classes = meta.get("stuff_classes", None)
+        ignore_label = train_metadata(cfg).get("ignore_label", 255)
         return {
             "is_train": is_train,
             "augmentations": build_mask_former_augmentations(cfg, ignore_label),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": len(stuff_classes) if stuff_classes else None,
+            "num_classes": train_num_classes(cfg, cls.task),
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self._read_image(dataset_dict)
         sem_seg, labels = self._read_labels(dataset_dict)
-        if sem_seg.shape != image.shape[:2]:
-            raise ValueError(
-                f"{dataset_dict['file_name']}: labels of size {sem_seg.shape} for an image of "
-                f"size {image.shape[:2]}"
-            )
+        check_labels_match_image(
+            image.shape[:2],
+            sem_seg.shape,
+            dataset_dict["file_name"],
+            dataset_dict[self.label_file_key],
+        )
         aug_input = T.AugInput(image, sem_seg=to_transformable_labels(sem_seg))
         transforms = self.augmentations(aug_input)
         hw = self._padded_size(aug_input.image.shape[:2])
@@ -103,11 +109,11 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
             (H, W) semantic labels of the untransformed image (used by the category-area
             crop), and whatever :meth:`_targets` needs besides their transformed version.
         """
-        file_name = dataset_dict.get("sem_seg_file_name")
+        file_name = dataset_dict.get(self.label_file_key)
         if file_name is None:
             raise KeyError(
                 f"{type(self).__name__}: dataset dict of {dataset_dict['file_name']} has no "
-                "'sem_seg_file_name'"
+                f"{self.label_file_key!r}"
             )
         sem_seg = read_label_checked(file_name, "sem_seg")
         if sem_seg.ndim != 2:

@@ -9,16 +9,20 @@ __all__ = ["dataset_num_classes", "check_num_classes", "config_task", "check_con
 _TASKS = ("semantic", "panoptic", "instance")
 
 
+def _classes_key(task: str) -> str:
+    if task not in _TASKS:
+        raise ValueError(f"task must be one of {_TASKS}, got '{task}'")
+    return "thing_classes" if task == "instance" else "stuff_classes"
+
+
 def dataset_num_classes(dataset_name: str, task: str) -> int:
     """
     Number of classes a model trained for ``task`` on ``dataset_name`` predicts: all classes
     (``stuff_classes``) for semantic and panoptic segmentation, the thing classes for instance
     segmentation.
     """
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {_TASKS}, got '{task}'")
+    key = _classes_key(task)
     meta = MetadataCatalog.get(dataset_name)
-    key = "thing_classes" if task == "instance" else "stuff_classes"
     if not hasattr(meta, key):
         raise KeyError(
             f"Metadata of dataset '{dataset_name}' has no '{key}' (is the dataset registered? "
@@ -33,7 +37,8 @@ def check_num_classes(dataset_names: Iterable[str], num_classes: int, task: str)
         n = dataset_num_classes(name, task)
         if n != num_classes:
             raise ValueError(
-                f"Dataset '{name}' has {n} classes for {task} segmentation, but the config sets "
+                f"Dataset '{name}' has {n} classes for {task} segmentation (its metadata's "
+                f"'{_classes_key(task)}'), but the config sets "
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}"
             )
 
