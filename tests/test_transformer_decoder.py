@@ -16,7 +16,7 @@ from mask2former.modeling.transformer_decoder import (
 )
 from mask2former.modeling.transformer_decoder.layers import MLP, CrossAttentionLayer
 from mask2former.modeling.transformer_decoder.mask2former_transformer_decoder import (
-    compute_attention_mask,
+    attention_mask_from_logits,
     unmask_empty_queries,
 )
 
@@ -142,8 +142,14 @@ def test_mlp_structure():
 # ---------------------------------------------------------------------------------------------
 
 
+def compute_attention_mask(logits, size, num_heads):
+    """The attention mask as the paper states it: resize the mask logits, binarise at 0.5."""
+    resized = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return attention_mask_from_logits(resized, num_heads)
+
+
 def test_m2f_output_shapes_and_aux():
-    model = _m2f(dec_layers=4)
+    model = _m2f(dec_layers=4).train()  # dropout is 0: train mode computes the same values
     x, mf = _inputs()
     out = model(x, mf)
     assert out["pred_logits"].shape == (2, QUERIES, CLASSES + 1)
@@ -154,10 +160,16 @@ def test_m2f_output_shapes_and_aux():
         assert aux["pred_logits"].shape == (2, QUERIES, CLASSES + 1)
         assert aux["pred_masks"].shape == (2, QUERIES, *MASK_SIZE)
     assert all(torch.isfinite(t).all() for t in (out["pred_logits"], out["pred_masks"]))
+    # inference: the same final prediction, without the intermediate ones
+    model.eval()
+    inference = model(x, mf)
+    assert set(inference) == {"pred_logits", "pred_masks"}
+    assert torch.equal(inference["pred_logits"], out["pred_logits"])
+    assert torch.equal(inference["pred_masks"], out["pred_masks"])
 
 
 def test_m2f_without_mask_classification_and_input_proj():
-    model = _m2f(dec_layers=2, mask_classification=False, in_channels=HIDDEN)
+    model = _m2f(dec_layers=2, mask_classification=False, in_channels=HIDDEN).train()
     assert not hasattr(model, "class_embed")
     assert all(len(p) == 0 for p in model.input_proj)  # in_channels == hidden_dim: identity
     x, mf = _inputs(in_channels=HIDDEN)
@@ -214,9 +226,10 @@ def _reference_forward(model, x, mask_features):
 
 
 @pytest.mark.parametrize("shift", [0.0, 4.0])
-def test_m2f_bit_identical_to_literal_forward(shift):
-    """The cheaper mask computation (threshold before head repeat, masked_fill on all()) changes nothing."""
-    model = _m2f(dec_layers=5)
+def test_m2f_matches_literal_forward(shift):
+    """The cheaper attention masks (from mask features resized to each level, thresholded before
+    the head repeat) give the paper's predictions: resize each layer's mask logits, threshold."""
+    model = _m2f(dec_layers=5).train()
     x, mf = _inputs()
     if shift:
         # a strong constant component in the pixel embeddings: many queries get empty masks
@@ -233,8 +246,27 @@ def test_m2f_bit_identical_to_literal_forward(shift):
     got = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_masks": out["pred_masks"]}]
     assert len(got) == len(classes) == 6
     for g, c, m in zip(got, classes, masks):
-        assert torch.equal(g["pred_logits"], c)
-        assert torch.equal(g["pred_masks"], m)
+        # resizing features instead of logits only changes float rounding
+        assert torch.allclose(g["pred_logits"], c, atol=1e-5)
+        assert torch.allclose(g["pred_masks"], m, atol=1e-5)
+
+
+def test_attention_mask_from_resized_features_equals_resized_logits():
+    """Resizing and the per-query dot product commute: the decoder's attention masks equal the
+    ones from resized full-resolution logits wherever the logit is not within rounding of 0."""
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, 30, 16, generator=g)  # (B, Q, C)
+    features = torch.randn(2, 16, 64, 96, generator=g)  # (B, C, H, W)
+    full = torch.einsum("bqc,bchw->bqhw", embed, features)
+    for size in [(8, 12), (16, 24), (32, 48), (11, 17)]:
+        resized_logits = F.interpolate(full, size=size, mode="bilinear", align_corners=False)
+        resized_features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+        from_features = torch.einsum("bqc,bchw->bqhw", embed, resized_features)
+        assert torch.allclose(from_features, resized_logits, atol=1e-4)
+        decided = resized_logits.abs().flatten(2) > 1e-4
+        a = attention_mask_from_logits(from_features, 1)
+        b = attention_mask_from_logits(resized_logits, 1)
+        assert torch.equal(a[decided], b[decided])
 
 
 def test_attention_mask_matches_literal_formula():
@@ -288,7 +320,8 @@ def test_m2f_masked_attention_ignores_memory_outside_mask():
     x, mf = _inputs(seed=5)
     with torch.no_grad():
         init = model.query_feat.weight.unsqueeze(1).repeat(1, 2, 1)
-        attn_mask = model.forward_prediction_heads(init, mf, LEVEL_SIZES[0])[2]  # (B*heads, Q, HW)
+        level_features = F.interpolate(mf, size=LEVEL_SIZES[0], mode="bilinear", align_corners=False)
+        attn_mask = model.forward_prediction_heads(init, mf, level_features)[2]  # (B*heads, Q, HW)
     outside = attn_mask[0, 0]  # image 0, head 0, query 0: True where query 0 does not look
     assert 0 < outside.sum() < outside.numel()
 
@@ -338,7 +371,7 @@ def test_m2f_gradients_reach_queries():
 
 
 def test_m2f_pre_norm_runs():
-    model = _m2f(dec_layers=3, pre_norm=True)
+    model = _m2f(dec_layers=3, pre_norm=True).train()
     assert all(layer.normalize_before for layer in model.transformer_ffn_layers)
     x, mf = _inputs()
     out = model(x, mf)
@@ -415,7 +448,7 @@ def test_build_from_config_small():
     cfg.MODEL.MASK_FORMER.NHEADS = HEADS
     cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 64
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = MASK_DIM
-    model = build_transformer_decoder(cfg, IN_CH, True)
+    model = build_transformer_decoder(cfg, IN_CH, True).train()
     assert model.num_layers == 3 and len(model.transformer_cross_attention_layers) == 3
     assert all(isinstance(p, torch.nn.Conv2d) for p in model.input_proj)
     x, mf = _inputs()

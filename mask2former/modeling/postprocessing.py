@@ -4,7 +4,7 @@ Turn per-query predictions into semantic, panoptic and instance outputs (detectr
 All three take one image's class logits ``mask_cls`` (Q, K + 1) (the last class is "no object")
 and mask logits ``mask_pred`` (Q, H, W).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -12,16 +12,28 @@ from torch.nn import functional as F
 from detectron2.structures import Boxes, Instances
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+def semantic_inference(
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, mask_prob: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """
     Per-pixel class scores: sum over queries of class probability times mask probability.
 
+    Args:
+        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
     Returns:
         (K, H, W) scores.
     """
     mask_cls = F.softmax(mask_cls, dim=-1)[..., :-1]
-    mask_pred = mask_pred.sigmoid()
-    return torch.einsum("qc,qhw->chw", mask_cls, mask_pred)
+    if mask_prob is None:
+        mask_prob = mask_pred.sigmoid()
+    return torch.einsum("qc,qhw->chw", mask_cls, mask_prob)
+
+
+def panoptic_queries(mask_cls: torch.Tensor, object_mask_threshold: float) -> torch.Tensor:
+    """(Q,) bool: the queries panoptic inference keeps, those whose most likely class is an
+    object class with a probability above ``object_mask_threshold``."""
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    return labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
 
 
 def panoptic_inference(
@@ -30,6 +42,7 @@ def panoptic_inference(
     is_thing: torch.Tensor,
     object_mask_threshold: float,
     overlap_threshold: float,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, List[Dict]]:
     """
     Keep confident queries, give each pixel to the query with the highest score * mask
@@ -39,18 +52,17 @@ def panoptic_inference(
         is_thing: (K,) bool, whether each contiguous class id is a thing class.
         object_mask_threshold: minimum class score of a kept query.
         overlap_threshold: minimum fraction of a query's own mask (prob >= 0.5) it must keep.
+        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
     Returns:
         panoptic_seg (H, W) int32 segment ids (0 = void) and segments_info, a list of
         {"id", "isthing", "category_id"} in detectron2's format.
     """
-    num_classes = mask_cls.shape[-1] - 1
+    keep = panoptic_queries(mask_cls, object_mask_threshold)
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    mask_pred = mask_pred.sigmoid()
-
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     cur_scores = scores[keep]
     cur_classes = labels[keep]
-    cur_masks = mask_pred[keep]
+    # only the kept queries' masks go through the sigmoid
+    cur_masks = mask_prob[keep] if mask_prob is not None else mask_pred[keep].sigmoid()
 
     h, w = cur_masks.shape[-2:]
     panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=cur_masks.device)
@@ -101,11 +113,39 @@ def panoptic_inference(
     return panoptic_seg, segments_info
 
 
+def select_instances(
+    mask_cls: torch.Tensor, topk: int, thing_only: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    The ``topk`` highest (query, class) probabilities of one image.
+
+    Args:
+        mask_cls: (Q, K + 1) class logits.
+        topk: number of instances (``TEST.DETECTIONS_PER_IMAGE``).
+        thing_only: optional (K,) bool; when given, selections of other classes are dropped.
+    Returns:
+        class probabilities (N,), classes (N,) and query indices (N,), N <= topk.
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    topk = min(topk, scores.numel())
+    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=False)
+    labels_per_image = topk_indices % num_classes
+    query_indices = topk_indices // num_classes
+    if thing_only is not None:
+        keep = thing_only[labels_per_image]
+        scores_per_image = scores_per_image[keep]
+        labels_per_image = labels_per_image[keep]
+        query_indices = query_indices[keep]
+    return scores_per_image, labels_per_image, query_indices
+
+
 def instance_inference(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
     topk: int,
-    thing_only: torch.Tensor = None,
+    thing_only: Optional[torch.Tensor] = None,
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> Instances:
     """
     The ``topk`` highest (query, class) scores, each an instance with the query's binary mask.
@@ -115,32 +155,46 @@ def instance_inference(
         topk: number of instances per image (``TEST.DETECTIONS_PER_IMAGE``).
         thing_only: optional (K,) bool; when given, instances of other classes are dropped
             (used when panoptic inference is also on, so stuff classes give no instances).
+        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
     Returns:
         Instances of image size (H, W) with pred_masks (N, H, W) float, pred_boxes (zeros),
         scores (N,) and pred_classes (N,).
     """
-    image_size = mask_pred.shape[-2:]
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-    topk = min(topk, scores.numel())
-    scores_per_image, topk_indices = scores.flatten(0, 1).topk(topk, sorted=False)
-    labels_per_image = topk_indices % num_classes
-    query_indices = topk_indices // num_classes
-    mask_pred = mask_pred[query_indices]
-
-    if thing_only is not None:
-        keep = thing_only[labels_per_image]
-        scores_per_image = scores_per_image[keep]
-        labels_per_image = labels_per_image[keep]
-        mask_pred = mask_pred[keep]
-
-    result = Instances(image_size)
-    result.pred_masks = (mask_pred > 0).float()
-    result.pred_boxes = Boxes(torch.zeros(mask_pred.size(0), 4, device=mask_pred.device))
-    flat_masks = result.pred_masks.flatten(1)
-    mask_scores_per_image = (mask_pred.sigmoid().flatten(1) * flat_masks).sum(1) / (
-        flat_masks.sum(1) + 1e-6
+    scores, labels, queries = select_instances(mask_cls, topk, thing_only)
+    # a query usually wins several of the top-k (query, class) pairs: its mask and mask
+    # score are computed once
+    unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
+    unique_prob = mask_prob[unique_queries] if mask_prob is not None else None
+    return instances_from_query_masks(
+        scores, labels, mask_pred[unique_queries], instance_to_unique, unique_prob
     )
-    result.scores = scores_per_image * mask_scores_per_image
-    result.pred_classes = labels_per_image
+
+
+def instances_from_query_masks(
+    class_scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask_pred: torch.Tensor,
+    instance_to_mask: torch.Tensor,
+    mask_prob: Optional[torch.Tensor] = None,
+) -> Instances:
+    """
+    Args:
+        class_scores, labels: (N,) class probability and class of each instance.
+        mask_pred: (M, H, W) mask logits of the queries the instances come from.
+        instance_to_mask: (N,) index into ``mask_pred`` of each instance's query.
+        mask_prob: optional (M, H, W) ``mask_pred.sigmoid()``.
+    Returns:
+        Instances as :func:`instance_inference` describes.
+    """
+    binary = mask_pred > 0
+    flat = binary.flatten(1)
+    if mask_prob is None:
+        mask_prob = mask_pred.sigmoid()
+    # mean mask probability inside the binary mask, (M,)
+    mask_scores = (mask_prob.flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+    result = Instances(tuple(mask_pred.shape[-2:]))
+    result.pred_masks = binary[instance_to_mask].float()
+    result.pred_boxes = Boxes(torch.zeros(len(labels), 4, device=mask_pred.device))
+    result.scores = class_scores * mask_scores[instance_to_mask]
+    result.pred_classes = labels
     return result

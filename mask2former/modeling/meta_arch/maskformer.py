@@ -9,13 +9,18 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
+from ..postprocessing import (
+    instances_from_query_masks,
+    panoptic_inference,
+    panoptic_queries,
+    select_instances,
+    semantic_inference,
+)
 
 
 def _build_registered(build_fn, cfg, key: str, name: str, *args):
@@ -236,46 +241,115 @@ class MaskFormer(nn.Module):
         return is_thing
 
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
-        mask_cls_results = outputs["pred_logits"]
-        mask_pred_results = outputs["pred_masks"]
-        # Mask logits at the padded input resolution.
-        mask_pred_results = F.interpolate(
-            mask_pred_results,
-            size=(images.tensor.shape[-2], images.tensor.shape[-1]),
-            mode="bilinear",
-            align_corners=False,
-        )
-        del outputs
+        """
+        Semantic, panoptic and instance outputs of each image from the last layer's predictions:
+        "pred_logits" (B, Q, K + 1) and "pred_masks" (B, Q, h, w) mask logits.
+
+        The results are those of resizing every query's mask logits to the padded input size,
+        cropping and resizing to the output size, and running the three inferences on them; the
+        work is organised so that nothing is done twice: only the queries some output uses are
+        resized, a resize to the same size is skipped, and the mask sigmoid is shared.
+        """
         is_thing = None
         if self.panoptic_on:
-            is_thing = self._thing_classes_mask(mask_cls_results.shape[-1] - 1).to(self.device)
-
+            is_thing = self._thing_classes_mask(outputs["pred_logits"].shape[-1] - 1).to(self.device)
+        padded_size = tuple(images.tensor.shape[-2:])
         processed_results = []
-        for mask_cls_result, mask_pred_result, input_per_image, image_size in zip(
-            mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+        for mask_cls, mask_pred, input_per_image, image_size in zip(
+            outputs["pred_logits"], outputs["pred_masks"], batched_inputs, images.image_sizes
         ):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            result = {}
-            if self.sem_seg_postprocess_before_inference:
-                mask_pred_result = retry_if_cuda_oom(sem_seg_postprocess)(
-                    mask_pred_result, image_size, height, width
+            output_size = (
+                input_per_image.get("height", image_size[0]),
+                input_per_image.get("width", image_size[1]),
+            )
+            processed_results.append(
+                retry_if_cuda_oom(self._inference_single_image)(
+                    mask_cls, mask_pred, padded_size, tuple(image_size), output_size, is_thing
                 )
-                mask_cls_result = mask_cls_result.to(mask_pred_result)
-
-            if self.semantic_on:
-                r = retry_if_cuda_oom(semantic_inference)(mask_cls_result, mask_pred_result)
-                if not self.sem_seg_postprocess_before_inference:
-                    r = retry_if_cuda_oom(sem_seg_postprocess)(r, image_size, height, width)
-                result["sem_seg"] = r
-            if self.panoptic_on:
-                result["panoptic_seg"] = retry_if_cuda_oom(panoptic_inference)(
-                    mask_cls_result, mask_pred_result, is_thing,
-                    self.object_mask_threshold, self.overlap_threshold,
-                )
-            if self.instance_on:
-                result["instances"] = retry_if_cuda_oom(instance_inference)(
-                    mask_cls_result, mask_pred_result, self.test_topk_per_image, is_thing
-                )
-            processed_results.append(result)
+            )
         return processed_results
+
+    def _inference_single_image(
+        self,
+        mask_cls: torch.Tensor,
+        mask_pred: torch.Tensor,
+        padded_size: Tuple[int, int],
+        image_size: Tuple[int, int],
+        output_size: Tuple[int, int],
+        is_thing: Optional[torch.Tensor],
+    ) -> Dict:
+        """
+        Args:
+            mask_cls: (Q, K + 1) class logits; mask_pred: (Q, h, w) mask logits.
+            padded_size, image_size: the batch's padded input size and this image's size in it.
+            output_size: (height, width) of the outputs.
+            is_thing: (K,) bool, needed by panoptic inference.
+        """
+        result = {}
+        if not self.sem_seg_postprocess_before_inference:
+            # semantic only: scores at the padded size, then resized like detectron2 does
+            masks = _resize_masks(mask_pred, padded_size, image_size, image_size)
+            scores = semantic_inference(mask_cls, masks)
+            result["sem_seg"] = _resize_masks(scores, None, image_size, output_size)
+            return result
+
+        # the queries whose full-resolution mask some output reads
+        instance_selection = None
+        if self.instance_on:
+            instance_selection = select_instances(mask_cls, self.test_topk_per_image, is_thing)
+        if self.semantic_on:
+            rows = None  # every query
+        else:
+            used = torch.zeros(mask_cls.shape[0], dtype=torch.bool, device=mask_cls.device)
+            if self.panoptic_on:
+                used |= panoptic_queries(mask_cls, self.object_mask_threshold)
+            if instance_selection is not None:
+                used[instance_selection[2]] = True
+            rows = used.nonzero()[:, 0]
+
+        # (R, H, W) mask logits at the output size, R = all queries or `rows`
+        masks = _resize_masks(
+            mask_pred if rows is None else mask_pred[rows], padded_size, image_size, output_size
+        )
+        probs = masks.sigmoid()
+        cls = mask_cls.to(masks) if rows is None else mask_cls[rows].to(masks)
+        if self.semantic_on:
+            result["sem_seg"] = semantic_inference(cls, masks, mask_prob=probs)
+        if self.panoptic_on:
+            # `rows` keeps the query order and contains every kept query: same segments
+            result["panoptic_seg"] = panoptic_inference(
+                cls, masks, is_thing, self.object_mask_threshold, self.overlap_threshold,
+                mask_prob=probs,
+            )
+        if instance_selection is not None:
+            scores, labels, queries = instance_selection
+            unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
+            if rows is not None:
+                row_of_query = torch.full_like(mask_cls[:, 0], -1, dtype=torch.long)
+                row_of_query[rows] = torch.arange(len(rows), device=rows.device)
+                unique_queries = row_of_query[unique_queries]
+            result["instances"] = instances_from_query_masks(
+                scores.to(masks), labels, masks[unique_queries], instance_to_unique,
+                probs[unique_queries],
+            )
+        return result
+
+
+def _resize_masks(
+    masks: torch.Tensor,
+    padded_size: Optional[Tuple[int, int]],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+) -> torch.Tensor:
+    """
+    (N, h, w) maps resized to ``padded_size`` (bilinear; skipped when None), cropped to
+    ``image_size`` and resized to ``output_size``: detectron2's ``sem_seg_postprocess`` applied
+    to the padded-size maps, without the resize when the sizes already match (the bilinear
+    resize to the same size is the identity). Returns (N, *output_size).
+    """
+    if padded_size is not None and tuple(masks.shape[-2:]) != tuple(padded_size):
+        masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
+    masks = masks[:, : image_size[0], : image_size[1]]
+    if tuple(image_size) != tuple(output_size):
+        masks = F.interpolate(masks[None], size=output_size, mode="bilinear", align_corners=False)[0]
+    return masks

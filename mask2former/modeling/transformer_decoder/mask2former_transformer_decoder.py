@@ -17,26 +17,18 @@ from .position_encoding import PositionEmbeddingSine
 from .registry import TRANSFORMER_DECODER_REGISTRY
 
 
-def compute_attention_mask(
-    outputs_mask: Tensor, target_size: Tuple[int, int], num_heads: int
-) -> Tensor:
+def attention_mask_from_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
     """
-    Masked-attention mask from mask logits: a query attends only to pixels its mask predicts as
-    foreground (sigmoid >= 0.5) at the resolution of the next layer's features.
-
     Args:
-        outputs_mask: (B, Q, H, W) mask logits.
-        target_size: (h, w) of the features the next cross-attention layer reads.
+        mask_logits: (B, Q, h, w) mask logits at the resolution of the attended features.
         num_heads: number of attention heads.
     Returns:
-        (B*num_heads, Q, h*w) bool, True = not attended, shared by all heads of an image
-        (the layout nn.MultiheadAttention expects for a 3D attn_mask), detached.
+        (B*num_heads, Q, h*w) bool, True = not attended (sigmoid < 0.5), detached.
     """
-    attn_mask = F.interpolate(outputs_mask, size=target_size, mode="bilinear", align_corners=False)
     # Thresholded once per image and then copied to every head: sigmoid is elementwise, so this
     # equals thresholding the head-repeated logits. `sigmoid() < 0.5` is kept rather than `< 0`
     # because sigmoid rounds to exactly 0.5 for tiny negative logits.
-    attn_mask = (attn_mask.sigmoid().flatten(2) < 0.5).detach()
+    attn_mask = (mask_logits.sigmoid().flatten(2) < 0.5).detach()
     batch, num_queries, hw = attn_mask.shape
     return attn_mask.unsqueeze(1).expand(batch, num_heads, num_queries, hw).flatten(0, 1)
 
@@ -169,9 +161,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             mask_features: (B, mask_dim, H, W) per-pixel embeddings.
             mask: unused (padding is not masked in this decoder).
         Returns:
-            dict with "pred_logits" (B, Q, K+1) (if mask_classification), "pred_masks"
-            (B, Q, H, W) from the last layer, and "aux_outputs": a list of dicts of the same
-            keys for each earlier prediction (the learnable queries', then layers 0..L-2).
+            dict with "pred_logits" (B, Q, K+1) (if mask_classification) and "pred_masks"
+            (B, Q, H, W) from the last layer; in training also "aux_outputs": a list of dicts of
+            the same keys for each earlier prediction (the learnable queries', then layers
+            0..L-2), for the deep-supervision losses. Inference does not compute the earlier
+            full-resolution masks.
         """
         del mask
         if len(x) != self.num_feature_levels:
@@ -185,75 +179,89 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             pos.append(self.pe_layer(x[i], None).flatten(2).permute(2, 0, 1))  # (HW, B, C)
             feat = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
             src.append(feat.permute(2, 0, 1))  # (HW, B, C)
+        # Attention masks are predicted from the mask features resized to each level: bilinear
+        # resizing and the per-query dot product are both linear, so this equals resizing every
+        # query's full-resolution mask logits (up to float rounding), for a fraction of the cost:
+        # mask_dim channels resized once per level instead of Q channels once per layer, and
+        # dot products at the level's resolution.
+        level_mask_features = [
+            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+            for size in size_list
+        ]
 
         batch = src[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # (Q, B, C)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)  # (Q, B, C)
 
         predictions_class, predictions_mask = [], []
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-            output, mask_features, attn_mask_target_size=self._next_size(size_list, -1)
-        )
-        predictions_class.append(outputs_class)
-        predictions_mask.append(outputs_mask)
-
-        for i in range(self.num_layers):
-            level_index = i % self.num_feature_levels
-            attn_mask = unmask_empty_queries(attn_mask)
-            output = self.transformer_cross_attention_layers[i](
-                output,
-                src[level_index],
-                memory_mask=attn_mask,
-                memory_key_padding_mask=None,
-                pos=pos[level_index],
-                query_pos=query_embed,
-            )
-            output = self.transformer_self_attention_layers[i](
-                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
-            )
-            output = self.transformer_ffn_layers[i](output)
+        for i in range(-1, self.num_layers):
+            if i >= 0:
+                level_index = i % self.num_feature_levels
+                output = self.transformer_cross_attention_layers[i](
+                    output,
+                    src[level_index],
+                    memory_mask=unmask_empty_queries(attn_mask),
+                    memory_key_padding_mask=None,
+                    pos=pos[level_index],
+                    query_pos=query_embed,
+                )
+                output = self.transformer_self_attention_layers[i](
+                    output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+                )
+                output = self.transformer_ffn_layers[i](output)
+            is_last = i == self.num_layers - 1
+            # only the deep-supervision losses read the earlier full-resolution predictions
+            predict = self.training or is_last
+            next_level = (i + 1) % self.num_feature_levels
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, attn_mask_target_size=self._next_size(size_list, i)
+                output,
+                mask_features if predict else None,
+                None if is_last else level_mask_features[next_level],
+                predict_class=predict,
             )
-            predictions_class.append(outputs_class)
-            predictions_mask.append(outputs_mask)
+            if predict:
+                predictions_class.append(outputs_class)
+                predictions_mask.append(outputs_mask)
 
         out: Dict[str, object] = {"pred_masks": predictions_mask[-1]}
         if self.mask_classification:
             out["pred_logits"] = predictions_class[-1]
-        out["aux_outputs"] = self._set_aux_loss(
-            predictions_class if self.mask_classification else None, predictions_mask
-        )
+        if self.training:
+            out["aux_outputs"] = self._set_aux_loss(
+                predictions_class if self.mask_classification else None, predictions_mask
+            )
         return out
-
-    def _next_size(self, size_list: List[torch.Size], layer: int) -> Optional[torch.Size]:
-        """Feature size read by layer ``layer + 1``; None after the last layer (no mask needed)."""
-        if layer + 1 >= self.num_layers:
-            return None
-        return size_list[(layer + 1) % self.num_feature_levels]
 
     def forward_prediction_heads(
         self,
         output: Tensor,
-        mask_features: Tensor,
-        attn_mask_target_size: Optional[Tuple[int, int]],
-    ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+        mask_features: Optional[Tensor],
+        attn_mask_features: Optional[Tensor] = None,
+        predict_class: bool = True,
+    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
         """
         Args:
             output: (Q, B, C) queries.
-            mask_features: (B, mask_dim, H, W).
-            attn_mask_target_size: (h, w) of the next layer's features, or None to skip the mask.
+            mask_features: (B, mask_dim, H, W), or None to skip the full-resolution masks.
+            attn_mask_features: (B, mask_dim, h, w) mask features resized to the next layer's
+                level, or None to skip the attention mask.
+            predict_class: whether to compute the class logits.
         Returns:
-            outputs_class (B, Q, K+1) or None, outputs_mask (B, Q, H, W) logits, and
+            outputs_class (B, Q, K+1) or None, outputs_mask (B, Q, H, W) logits or None, and
             attn_mask (B*nheads, Q, h*w) bool (True = not attended) or None.
         """
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
-        outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
+        outputs_class = None
+        if self.mask_classification and predict_class:
+            outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        outputs_mask = None
+        if mask_features is not None:
+            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         attn_mask = None
-        if attn_mask_target_size is not None:
-            attn_mask = compute_attention_mask(outputs_mask, attn_mask_target_size, self.num_heads)
+        if attn_mask_features is not None:
+            attn_logits = torch.einsum("bqc,bchw->bqhw", mask_embed, attn_mask_features)
+            attn_mask = attention_mask_from_logits(attn_logits, self.num_heads)
         return outputs_class, outputs_mask, attn_mask
 
     @torch.jit.unused
