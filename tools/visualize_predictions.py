@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Draw a trained model's predictions on the first images of a test dataset, next to the ground
 truth, with detectron2's Visualizer and the dataset's metadata (class names and colors):
 
