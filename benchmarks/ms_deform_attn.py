@@ -28,14 +28,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import RESULTS, cpu_model, median_time, write_section  # noqa: E402
 from mask2former.modeling.pixel_decoder.ops.functions import (  # noqa: E402
     kernel_supports,
     ms_deform_attn,
     ms_deform_attn_core_pytorch,
 )
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-BEGIN, END = "<!-- BEGIN ms_deform_attn -->", "<!-- END ms_deform_attn -->"
 HEADS, CHANNELS, POINTS = 8, 32, 4
 
 
@@ -89,19 +88,6 @@ def kernel_fn(x: Dict[str, torch.Tensor], value, loc, attn) -> torch.Tensor:
     return ms_deform_attn(value, x["shapes"], x["starts"], loc, attn)
 
 
-def median_time(fn: Callable[[], None], repeats: int, device: str) -> float:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def run_case(resolution: int, device: str, dtype: torch.dtype, repeats: int, locations: str) -> Dict[str, object]:
     x = make_inputs(resolution, device, dtype, locations)
     if not kernel_supports(x["value"]):
@@ -147,30 +133,6 @@ def format_table(rows: List[Dict[str, object]]) -> str:
             f"| {r['ref_fwdbwd'] / r['ker_fwdbwd']:.2f}x | {r['max_abs_err']:.2e} |"
         )
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def write_section(text: str, path: str = RESULTS) -> None:
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    content = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
-    if BEGIN in content and END in content:
-        before, rest = content.split(BEGIN, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        content = before + section + ("\n" + after if after else "")
-    else:
-        content = content.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(content)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -231,7 +193,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         table,
     ])
     if not args.no_write:
-        write_section(text)
+        write_section("ms_deform_attn", text)
         print(f"\nwrote the MSDeformAttn section of {RESULTS}")
 
 

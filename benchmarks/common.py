@@ -1,0 +1,63 @@
+"""What the benchmark scripts share: machine description, timing, and RESULTS.md sections."""
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable, List
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, to tell how busy the machine was during a run."""
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], None], repeats: int, device: str) -> float:
+    """Median wall time in seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
+    synchronize(device)
+    times: List[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_section(name: str, text: str, path: str = RESULTS) -> None:
+    """Replace (or append) the section between ``<!-- BEGIN name -->`` and ``<!-- END name -->``."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    section = f"{begin}\n{text.rstrip()}\n{end}\n"
+    content = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
+    if begin in content and end in content:
+        before, rest = content.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        content = before + section + ("\n" + after if after else "")
+    else:
+        content = content.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(content)

@@ -1,0 +1,247 @@
+"""Inference speed of whole Mask2Former models, broken down by stage.
+
+For each case (config, input size, batch) a fresh worker process builds the model from the config
+(random weights, seed 0), feeds it a batch of random images of exactly that size (the model's
+input, i.e. after any test-time resize; outputs at the same size) and times, per batch, the
+stages of ``MaskFormer.forward``: backbone, pixel decoder, transformer decoder and
+post-processing (``MaskFormer.inference``: semantic / panoptic / instance outputs as the config
+turns them on). Figures are medians over ``--repeats`` batches after one warm-up.
+
+    .venv/bin/python benchmarks/inference.py                          # default cases, CPU, 2 threads
+    .venv/bin/python benchmarks/inference.py --cases full --device cuda --amp
+    # side by side with another checkout of the project (same cases, alternating runs):
+    .venv/bin/python benchmarks/inference.py --baseline before=/tmp/baseline
+
+With ``--baseline NAME=PATH`` each case also runs on the checkout at PATH (its own
+``mask2former`` package), alternating with this one ``--rounds`` times; the faster round of each
+is kept, and the table gives the ratio. Results go to the ``inference`` section of
+benchmarks/RESULTS.md (unless ``--no-write``).
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PANOPTIC_R50 = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
+INSTANCE_R50 = "configs/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml"
+SEMANTIC_R50 = "configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
+PANOPTIC_SWIN_T = "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
+INSTANCE_SWIN_T = "configs/coco/instance-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
+SEMANTIC_SWIN_T = "configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"
+TASKS = {
+    ("panoptic", "R50"): PANOPTIC_R50,
+    ("instance", "R50"): INSTANCE_R50,
+    ("semantic", "R50"): SEMANTIC_R50,
+    ("panoptic", "Swin-T"): PANOPTIC_SWIN_T,
+    ("instance", "Swin-T"): INSTANCE_SWIN_T,
+    ("semantic", "Swin-T"): SEMANTIC_SWIN_T,
+}
+SIZES = [(512, 768), (800, 1333)]
+STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
+
+
+def case_list(which: str) -> List[Dict]:
+    """(task, backbone, size, batch) cases: "default" is the CPU-friendly subset of "full"."""
+    if which == "full":
+        return [
+            {"task": t, "backbone": b, "size": s, "batch": n}
+            for (t, b) in TASKS
+            for s in SIZES
+            for n in (1, 4)
+        ]
+    if which == "quick":
+        return [{"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 1}]
+    cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
+    cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
+    cases += [{"task": t, "backbone": "R50", "size": SIZES[0], "batch": 1} for t in ("instance", "semantic")]
+    cases.append({"task": "panoptic", "backbone": "Swin-T", "size": SIZES[0], "batch": 1})
+    return cases
+
+
+# ------------------------------------------------------------------------------ worker
+def run_worker(spec: Dict) -> Dict:
+    """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
+    sys.path.insert(0, spec["repo"])
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    import mask2former  # noqa: F401
+    from mask2former import add_maskformer2_config
+
+    assert os.path.dirname(os.path.abspath(mask2former.__file__)) == os.path.join(
+        os.path.abspath(spec["repo"]), "mask2former"
+    ), f"imported {mask2former.__file__}, not the package of {spec['repo']}"
+    device = spec["device"]
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(os.path.join(spec["repo"], TASKS[(spec["task"], spec["backbone"])]))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    h, w = spec["size"]
+    g = torch.Generator().manual_seed(1)
+    inputs = [
+        {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), "height": h, "width": w}
+        for _ in range(spec["batch"])
+    ]
+    head = model.sem_seg_head
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def staged() -> Dict[str, float]:
+        times = {}
+        t = time.perf_counter()
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        sync()
+        times["backbone"] = time.perf_counter() - t  # includes normalising and padding
+        t = time.perf_counter()
+        mask_features, _, multi_scale = head.pixel_decoder.forward_features(features)
+        sync()
+        times["pixel_decoder"] = time.perf_counter() - t
+        t = time.perf_counter()
+        outputs = head.predictor(multi_scale, mask_features, None)
+        sync()
+        times["transformer_decoder"] = time.perf_counter() - t
+        t = time.perf_counter()
+        model.inference(outputs, inputs, images)
+        sync()
+        times["postprocess"] = time.perf_counter() - t
+        return times
+
+    autocast = torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else None
+    runs = []
+    with torch.no_grad():
+        for i in range(spec["repeats"] + 1):
+            if autocast is not None:
+                with autocast:
+                    runs.append(staged())
+            else:
+                runs.append(staged())
+    runs = runs[1:]  # warm-up
+    result = {k: statistics.median(r[k] for r in runs) for k in STAGES}
+    result["total"] = statistics.median(sum(r.values()) for r in runs)
+    if device.startswith("cuda"):
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_in_subprocess(spec: Dict) -> Dict:
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        capture_output=True, text=True, cwd=spec["repo"],
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"worker failed for {spec}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ table
+def format_table(rows: List[Dict], baselines: List[str]) -> str:
+    head = ["task", "backbone", "input", "batch", "device"]
+    head += [f"{s} (ms)" for s in ("backbone", "pixel dec.", "transf. dec.", "post-proc.")]
+    head += ["latency / image (ms)", "images / s", "peak mem. (MB)"]
+    for name in baselines:
+        head += [f"{name}: latency / image (ms)", f"this / {name}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cur, n = r["this"], r["batch"]
+        cells = [r["task"], r["backbone"], f"{r['size'][0]}x{r['size'][1]}", str(n), r["device_label"]]
+        cells += [f"{cur[s] * 1e3:.0f}" for s in STAGES]
+        cells += [f"{cur['total'] / n * 1e3:.0f}", f"{n / cur['total']:.2f}", f"{cur['peak_memory_mb']:.0f}"]
+        for name in baselines:
+            base = r[name]
+            cells += [f"{base['total'] / n * 1e3:.0f}", f"{cur['total'] / base['total']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", choices=["quick", "default", "full"], default="default")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", action="store_true", help="also run every case with CUDA autocast")
+    parser.add_argument("--repeats", type=int, default=3, help="timed batches per run (median)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per case and checkout (fastest kept)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
+                        help="another checkout to measure side by side")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+    sys.path.insert(0, REPO)
+    from benchmarks.common import cpu_model, load_average, write_section
+
+    baselines = dict(b.split("=", 1) for b in args.baseline)
+    checkouts = {"this": REPO, **baselines}
+    precisions = [False] + ([True] if args.amp and args.device.startswith("cuda") else [])
+    rows = []
+    for case in case_list(args.cases):
+        for amp in precisions:
+            row = dict(case, device_label=args.device + (" AMP" if amp else " fp32"))
+            for name, repo in checkouts.items():
+                row[name] = None
+            for _ in range(args.rounds):
+                for name, repo in checkouts.items():
+                    spec = dict(case, repo=repo, threads=args.threads, device=args.device,
+                                amp=amp, repeats=args.repeats)
+                    res = run_in_subprocess(spec)
+                    if row[name] is None or res["total"] < row[name]["total"]:
+                        row[name] = res
+            rows.append(row)
+            print(format_table([row], list(baselines)).splitlines()[-1], flush=True)
+
+    table = format_table(rows, list(baselines))
+    print("\n" + table)
+    cmd = "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    import torch
+
+    text = "\n".join([
+        "## Inference (whole model, by stage)",
+        "",
+        f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
+        f"- CPU: {cpu_model()}, {args.threads} threads; device: {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
+        f"- torch {torch.__version__}; random weights (seed 0), random uint8 images of the given "
+        "size fed to the model directly (outputs at the same size); all outputs the config turns "
+        "on (COCO panoptic configs: semantic + panoptic + instance)",
+        f"- each figure: the faster of {args.rounds} runs (fresh process each), each the median of "
+        f"{args.repeats} batches after one warm-up; load average 1/5/15 min at the end: "
+        f"{load_average()} on {os.cpu_count()} cores",
+        "- stages: backbone (with normalisation and padding), pixel decoder, transformer decoder, "
+        "post-processing (`MaskFormer.inference`); latency per image = batch time / batch; peak "
+        "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU)",
+        "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
+        "post-processing is cheaper than with trained weights",
+        *(f"- baseline `{n}`: the checkout at `{p}`" for n, p in baselines.items()),
+        "",
+        table,
+    ])
+    if not args.no_write:
+        write_section("inference", text)
+        print("\nwrote the inference section of benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
