@@ -1,10 +1,12 @@
 """What the benchmark scripts share: machine description, timing, and RESULTS.md sections."""
+import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import torch
 
@@ -61,3 +63,16 @@ def write_section(name: str, text: str, path: str = RESULTS) -> None:
         content = content.rstrip("\n") + "\n\n" + section
     with open(path, "w") as f:
         f.write(content)
+
+
+def run_worker(script: str, spec: Dict, cwd: str) -> Dict:
+    """Runs ``script --worker <spec as json>`` in a fresh Python process (so that each
+    measurement has its own memory peak and imports its own checkout) and returns the json
+    dict it prints last."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
+        capture_output=True, text=True, cwd=cwd,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{os.path.basename(script)} worker failed for {spec}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

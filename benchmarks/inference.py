@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
@@ -67,7 +66,7 @@ def case_list(which: str) -> List[Dict]:
 
 
 # ------------------------------------------------------------------------------ worker
-def run_worker(spec: Dict) -> Dict:
+def measure_case(spec: Dict) -> Dict:
     """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
     sys.path.insert(0, spec["repo"])
     import torch
@@ -144,16 +143,6 @@ def run_worker(spec: Dict) -> Dict:
     return result
 
 
-def run_in_subprocess(spec: Dict) -> Dict:
-    out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-        capture_output=True, text=True, cwd=spec["repo"],
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"worker failed for {spec}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 # ------------------------------------------------------------------------------ table
 def format_table(rows: List[Dict], baselines: List[str]) -> str:
     head = ["task", "backbone", "input", "batch", "device"]
@@ -188,10 +177,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(json.loads(args.worker))))
+        print(json.dumps(measure_case(json.loads(args.worker))))
         return
     sys.path.insert(0, REPO)
-    from benchmarks.common import cpu_model, load_average, write_section
+    from benchmarks.common import cpu_model, load_average, run_worker, write_section
 
     baselines = dict(b.split("=", 1) for b in args.baseline)
     checkouts = {"this": REPO, **baselines}
@@ -206,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 for name, repo in checkouts.items():
                     spec = dict(case, repo=repo, threads=args.threads, device=args.device,
                                 amp=amp, repeats=args.repeats)
-                    res = run_in_subprocess(spec)
+                    res = run_worker(__file__, spec, cwd=repo)
                     if row[name] is None or res["total"] < row[name]["total"]:
                         row[name] = res
             rows.append(row)

@@ -50,8 +50,11 @@ def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
     num_points = inputs.shape[1]
     # BCE is linear in the target, so the pairwise loss splits into a "target = 1" part and a
     # "target = 0" part, each a matrix product: no (Q, N, P) tensor is ever built.
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    # BCE(x, 1) = -log sigmoid(x) and BCE(x, 0) = x - log sigmoid(x): the same values as
+    # F.binary_cross_entropy_with_logits against all-ones / all-zeros targets, from one
+    # log-sigmoid and without building those targets.
+    pos = -F.logsigmoid(inputs)
+    neg = inputs + pos
     loss = torch.einsum("nc,mc->nm", pos, targets) + torch.einsum("nc,mc->nm", neg, 1 - targets)
     return loss / num_points
 
@@ -115,20 +118,16 @@ class HungarianMatcher(nn.Module):
         # The constant 1 of "1 - prob" does not change the assignment, so it is omitted.
         cost_class = -out_prob[:, tgt_labels]
 
-        num_queries, num_targets = pred_masks.shape[0], tgt_masks.shape[0]
-        tgt_masks = tgt_masks[:, None].to(pred_masks)
-        out_masks = pred_masks[:, None]
+        tgt_masks = tgt_masks.to(pred_masks)
         if point_coords is not None:
-            tgt_masks = point_sample(
-                tgt_masks, point_coords.repeat(num_targets, 1, 1), align_corners=False
-            ).squeeze(1)  # (N, P)
-            out_masks = point_sample(
-                out_masks, point_coords.repeat(num_queries, 1, 1), align_corners=False
-            ).squeeze(1)  # (Q, P)
+            # masks as the channels of one image: the shared points are transformed and
+            # sampled once for all of them
+            tgt_masks = point_sample(tgt_masks[None], point_coords, align_corners=False)[0]  # (N, P)
+            out_masks = point_sample(pred_masks[None], point_coords, align_corners=False)[0]  # (Q, P)
         else:
-            tgt_masks = F.interpolate(tgt_masks, size=pred_masks.shape[-2:], mode="nearest")
+            tgt_masks = F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="nearest")
             tgt_masks = tgt_masks.flatten(1)  # (N, H*W)
-            out_masks = out_masks.flatten(1)  # (Q, H*W)
+            out_masks = pred_masks.flatten(1)  # (Q, H*W)
 
         # Under mixed precision the sums over thousands of points overflow/lose precision
         # in half precision, so the mask costs are always computed in float32.

@@ -1,0 +1,179 @@
+"""Training speed and memory of a whole Mask2Former model.
+
+A fresh worker process builds the model and optimizer of a config (random weights, the config's
+solver: AdamW, gradient clipping), and runs training iterations on synthetic batches of
+``--size`` x ``--size`` images (the LSJ crop size; the reference trains COCO at 1024) with a few
+random rectangle instances of random classes each. It reports seconds per iteration (median after
+two warm-up iterations) and peak memory per image: peak allocated CUDA memory on a GPU; on the
+CPU the growth of the process's peak RSS over what it held before the first iteration.
+
+    .venv/bin/python benchmarks/training.py                                   # CPU, 256x256, batch 2
+    .venv/bin/python benchmarks/training.py --device cuda --size 1024 --batch 2 [--amp]
+
+The losses are Mask2Former's point-sampled ones (K = 12544 points of the matched masks only), so
+no full-resolution mask of every query is ever materialised; the memory figures show it.
+Results go to the ``training`` section of benchmarks/RESULTS.md (unless ``--no-write``).
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
+
+
+def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[Dict]:
+    """Training inputs in detectron2's format: (3, S, S) uint8 images with 3-8 rectangle
+    instances each (gt_classes (N,), gt_masks (N, S, S) bool)."""
+    import torch
+    from detectron2.structures import Instances
+
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for _ in range(batch):
+        n = int(torch.randint(3, 9, (1,), generator=g))
+        masks = torch.zeros(n, size, size, dtype=torch.bool)
+        for i in range(n):
+            y0, x0 = torch.randint(0, size * 3 // 4, (2,), generator=g).tolist()
+            h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
+            masks[i, y0 : y0 + h, x0 : x0 + w] = True
+        inst = Instances((size, size))
+        inst.gt_classes = torch.randint(0, num_classes, (n,), generator=g)
+        inst.gt_masks = masks
+        image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
+        inputs.append({"image": image, "instances": inst, "height": size, "width": size})
+    return inputs
+
+
+def measure(spec: Dict) -> Dict:
+    sys.path.insert(0, spec["repo"])
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    from mask2former import add_maskformer2_config
+    from mask2former.solver import build_optimizer
+
+    device = spec["device"]
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(os.path.join(spec["repo"], spec["config"]))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    optimizer = build_optimizer(cfg, model)
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    batches = [
+        synthetic_batch(spec["batch"], spec["size"], num_classes, seed) for seed in range(spec["iters"] + 2)
+    ]
+    scaler = torch.cuda.amp.GradScaler(enabled=spec["amp"])
+
+    def step(inputs):
+        with torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else _null():
+            losses = model(inputs)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return float(loss)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times, losses = [], []
+    for i, inputs in enumerate(batches):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        losses.append(step(inputs))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    return {
+        "sec_per_iter": statistics.median(times),
+        "peak_mb_per_image": peak / spec["batch"],
+        "final_loss": losses[-1],
+        "finite": all(l == l and abs(l) != float("inf") for l in losses),
+    }
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=256, help="square training crop (LSJ IMAGE_SIZE)")
+    parser.add_argument("--batch", type=int, default=2, help="images per iteration")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations (after 2 warm-up)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return
+    sys.path.insert(0, REPO)
+    import torch
+
+    from benchmarks.common import cpu_model, load_average, run_worker, write_section
+
+    spec = {"repo": REPO, "config": args.config, "device": args.device, "size": args.size,
+            "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp}
+    r = run_worker(__file__, spec, cwd=REPO)
+    device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+    row = (f"| `{args.config}` | {device}{' AMP' if args.amp else ''} | {args.size}x{args.size} | "
+           f"{args.batch} | {r['sec_per_iter']:.2f} | {r['peak_mb_per_image']:.0f} | {r['finite']} |")
+    table = "\n".join([
+        "| config | device | crop | batch | s / iter | peak memory / image (MB) | losses finite |",
+        "|---|---|---|---|---|---|---|",
+        row,
+    ])
+    print(table)
+    cmd = "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = "\n".join([
+        "## Training (whole model)",
+        "",
+        f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
+        f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; random weights; "
+        "synthetic batches of random rectangles; the config's optimizer (AdamW) and losses",
+        f"- s / iter: median of {args.iters} iterations after 2 warm-up ones; peak memory: CUDA "
+        "peak allocated above the model and optimizer (GPU) or growth of peak RSS (CPU), per image",
+        f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
+        "- for comparison, the paper's figure for the COCO R50 model at 1024x1024 LSJ on a GPU is "
+        "about 6 GB of memory per image; it can only be checked with `--device cuda --size 1024`",
+        "",
+        table,
+    ])
+    if not args.no_write:
+        write_section("training", text)
+        print("\nwrote the training section of benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
