@@ -6,6 +6,25 @@ Train:     python train_net.py --config-file CONFIG [--num-gpus N] [--resume] [K
 Evaluate:  python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model.pth
 On a machine without a GPU add ``MODEL.DEVICE cpu`` (the script also falls back to the CPU,
 with a warning, when CUDA is not available).
+
+Distributed: ``--num-gpus N`` starts N processes on this machine, one per GPU (NCCL). With
+``MODEL.DEVICE cpu`` (or without CUDA) it starts N CPU processes that train together with the
+gloo backend (SyncBN is then detectron2's all-reduce ``naiveSyncBN``). SOLVER.IMS_PER_BATCH is the total batch over all
+processes. On several machines, run the same command on each, with its own --machine-rank
+and the address of machine 0, e.g. for 2 machines with 8 GPUs each:
+
+    # machine 0 (reachable as 10.0.0.1)
+    python train_net.py --config-file CONFIG --num-gpus 8 --num-machines 2 \
+        --machine-rank 0 --dist-url tcp://10.0.0.1:29500
+    # machine 1
+    python train_net.py --config-file CONFIG --num-gpus 8 --num-machines 2 \
+        --machine-rank 1 --dist-url tcp://10.0.0.1:29500
+
+Resume: checkpoints (every SOLVER.CHECKPOINT_PERIOD iterations and at the end) are written
+atomically to OUTPUT_DIR; after an interruption, re-run the same command with ``--resume`` to
+continue from the last complete one (iteration, weights, optimizer and LR schedule).
+A NaN or infinite loss stops training on every process with the iteration and losses named;
+no checkpoint is written after it.
 """
 
 import json
@@ -18,32 +37,35 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import (
-    DefaultTrainer,
-    default_argument_parser,
-    default_setup,
-    hooks,
-    launch,
-)
+from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import DatasetEvaluator, verify_results
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.solver import LRScheduler
 from detectron2.utils.logger import setup_logger
 
 import mask2former  # noqa: F401  (registers backbones, heads, meta-architectures, datasets)
+from mask2former.checkpoint import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    Mask2FormerCheckpointer,
+    load_model_weights,
+)
 from mask2former.config import add_maskformer2_config
 from mask2former.data.build import build_train_mapper
+from mask2former.engine import NonFiniteLossError, ReliableTrainer
 from mask2former.evaluation import build_evaluator
 from mask2former.solver import build_lr_scheduler, build_optimizer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
 from mask2former.utils.config_merge import ConfigError, merge_config_file, merge_config_opts
 
 
-class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with Mask2Former's data, solver and evaluators."""
+class Trainer(ReliableTrainer):
+    """
+    detectron2's DefaultTrainer with Mask2Former's data, solver and evaluators, atomic
+    checkpoints and a stop on non-finite losses (see :class:`ReliableTrainer`).
+    """
 
     @classmethod
     def build_evaluator(
@@ -99,6 +121,13 @@ def _adapt_to_machine(cfg: CfgNode) -> List[str]:
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         notes.append("SOLVER.AMP.ENABLED needs CUDA: mixed precision is disabled on the CPU")
         cfg.SOLVER.AMP.ENABLED = False
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        # torch's SyncBatchNorm refuses CPU tensors in distributed training; detectron2's
+        # naiveSyncBN all-reduces the statistics with any backend (plain BN in one process)
+        for key in ("RESNETS", "SEM_SEG_HEAD"):
+            if cfg.MODEL[key].NORM == "SyncBN":
+                notes.append(f"MODEL.{key}.NORM: SyncBN needs CUDA: using 'naiveSyncBN'")
+                cfg.MODEL[key].NORM = "naiveSyncBN"
     return notes
 
 
@@ -141,14 +170,25 @@ def _save_results(results: Dict[str, Any], path: str) -> None:
     logging.getLogger("mask2former").info("Evaluation results saved to %s", path)
 
 
+def _load_eval_weights(cfg: CfgNode, model: torch.nn.Module, resume: bool) -> None:
+    """The last checkpoint of OUTPUT_DIR if ``resume``, else MODEL.WEIGHTS; keys must match."""
+    checkpointer = Mask2FormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    path = checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint() else ""
+    path = path or cfg.MODEL.WEIGHTS
+    if not path:
+        logging.getLogger("mask2former").warning(
+            "MODEL.WEIGHTS is empty: evaluating randomly initialised weights"
+        )
+        return
+    load_model_weights(model, path)
+
+
 def main(args):
     cfg = setup(args)
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        _load_eval_weights(cfg, model, resume=args.resume)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             res.update(Trainer.test_with_TTA(cfg, model))
@@ -171,17 +211,30 @@ def cli(argv=None) -> None:
     print("Command Line Args:", args)
     try:
         # fail here, in one process and with one line, rather than in every launched worker
-        build_config(args)
+        cfg, _ = build_config(args)
     except ConfigError as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    if args.num_gpus * args.num_machines > 1 and not cfg.MODEL.DEVICE.startswith("cuda"):
+        # detectron2's launch uses NCCL whenever a GPU is visible; CPU workers need gloo
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (
+        CheckpointMismatchError,
+        CheckpointReadError,
+        FileNotFoundError,
+        NonFiniteLossError,
+    ) as e:
+        # bad input or a diverged run, explained in the message: no traceback needed
+        # (a launched worker's error reaches here as the worker's traceback instead)
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
 
 
 if __name__ == "__main__":

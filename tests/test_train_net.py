@@ -259,3 +259,97 @@ def test_synthetic_configs_build_a_model(train_net, task):
     assert cfg.MODEL.WEIGHTS == ""  # trained from scratch
     optimizer = train_net.Trainer.build_optimizer(cfg, model)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+# ---------------------------------------------------------------- failures
+class _NaNMaskLossAt(HookBase):
+    """Makes loss_mask NaN at one iteration, as a diverging run would."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def before_train(self):
+        self.trainer.model.register_forward_hook(self._poison)
+
+    def _poison(self, module, args, losses):
+        if self.trainer.iter == self.iteration:
+            return {**losses, "loss_mask": losses["loss_mask"] * float("nan")}
+        return losses
+
+
+class _SnapshotCheckpoints(HookBase):
+    """The bytes of every checkpoint file after each iteration (checkpointer hooks run first)."""
+
+    def __init__(self):
+        self.files = {}
+
+    def after_step(self):
+        out = self.trainer.cfg.OUTPUT_DIR
+        for name in os.listdir(out):
+            if name.endswith(".pth") or name == "last_checkpoint":
+                with open(os.path.join(out, name), "rb") as f:
+                    self.files[name] = f.read()
+
+
+class _SaveFinalAfterTrain(HookBase):
+    """A hook that saves in after_train, whether or not the training succeeded."""
+
+    def after_train(self):
+        self.trainer.checkpointer.save("model_final", iteration=self.trainer.iter)
+
+
+def test_nan_loss_stops_training_without_touching_good_checkpoints(
+    train_net, synthetic_root, tmp_path
+):
+    torch.set_num_threads(1)
+    out = tmp_path / "nan"
+    opts = [*_tiny_opts(out, 3), "SOLVER.CHECKPOINT_PERIOD", "1"]
+    cfg = train_net.setup(_args(train_net, *opts))
+    trainer = train_net.Trainer(cfg)
+    snapshot = _SnapshotCheckpoints()
+    trainer.register_hooks([_NaNMaskLossAt(2), snapshot, _SaveFinalAfterTrain()])
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+
+    message = str(e.value)
+    assert "iteration 2" in message and "loss_mask=nan" in message
+    # every loss is named with its value, the finite ones too
+    losses = trainer.storage.history("total_loss").values()
+    assert [it for _, it in losses] == [0, 1]  # iteration 2 was not recorded
+    for name in ("loss_ce", "loss_dice", "loss_ce_0", "loss_mask_0", "loss_dice_0"):
+        assert f"{name}=" in message and f"{name}=nan" not in message
+    # the good checkpoints are there, as written; nothing was saved after the failure
+    written = [f for f in os.listdir(out) if f.endswith((".pth", ".partial", "last_checkpoint"))]
+    assert sorted(written) == ["last_checkpoint", "model_0000000.pth", "model_0000001.pth"]
+    assert snapshot.files.keys() == {"last_checkpoint", "model_0000000.pth", "model_0000001.pth"}
+    for name, content in snapshot.files.items():
+        assert (out / name).read_bytes() == content, name
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+def test_eval_only_with_mismatched_weights_names_file_and_keys(train_net, tmp_path):
+    cfg, _ = train_net.build_config(_args(train_net, "MODEL.DEVICE", "cpu"))
+    state = train_net.Trainer.build_model(cfg).state_dict()
+    del state["sem_seg_head.predictor.class_embed.weight"]
+    weights = tmp_path / "incomplete.pth"
+    torch.save({"model": state}, weights)
+    with pytest.raises(SystemExit) as e:
+        train_net.cli(
+            ["--config-file", PANOPTIC_CONFIG, "--eval-only", "MODEL.DEVICE", "cpu",
+             "OUTPUT_DIR", str(tmp_path / "eval"), "MODEL.WEIGHTS", str(weights)]
+        )
+    message = str(e.value.code)
+    assert str(weights) in message and "1 missing" in message
+    assert "sem_seg_head.predictor.class_embed.weight" in message
+
+
+@pytest.mark.parametrize("num_gpus, hidden", [(2, True), (1, False)])
+def test_cpu_workers_do_not_see_cuda(train_net, monkeypatch, num_gpus, hidden):
+    # detectron2's launch picks NCCL when a GPU is visible: CPU processes must not see one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    launched = []
+    monkeypatch.setattr(train_net, "launch", lambda main, n, **kw: launched.append(n))
+    train_net.cli(["--config-file", PANOPTIC_CONFIG, "--num-gpus", str(num_gpus), "MODEL.DEVICE", "cpu"])
+    assert launched == [num_gpus]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "0")

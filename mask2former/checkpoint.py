@@ -1,0 +1,333 @@
+"""
+Checkpoints that are never half written, and weight loading that says what did not fit.
+
+Saving: :class:`Mask2FormerCheckpointer` writes every checkpoint, and the ``last_checkpoint``
+tag, to a temporary file in the same directory, fsyncs it and renames it into place. A run
+killed at any moment therefore leaves either the previous checkpoint or the new one, and
+``last_checkpoint`` only ever names a complete file. Leftover temporary files (``*.partial``)
+of a killed run are removed by :meth:`Mask2FormerCheckpointer.remove_stale_temp_files`.
+
+Loading follows one of three rules (``match``):
+
+- ``"exact"`` (evaluation, demo, resuming): every key of the model must be in the checkpoint
+  with the same shape, and the checkpoint must have no other key.
+- ``"init"`` (``MODEL.WEIGHTS`` at the start of a training):
+
+  * a *backbone-only* checkpoint -- all keys under ``backbone.``, or a pretrained file loaded
+    with detectron2's name-matching heuristics (ImageNet ``.pkl`` / ``.pyth``) -- leaves the
+    head missing, as expected, and may miss or add backbone keys (e.g. Swin's output norms, a
+    classifier's ``fc``): these are logged. It fails if a key has the wrong shape (the
+    heuristics skip such keys themselves: they show as missing) or if no key is loaded at all.
+  * any other checkpoint is a *full model*: missing, unexpected and wrong-shape keys fail,
+    except the classifier (``sem_seg_head.predictor.class_embed.*``, ``criterion.empty_weight``)
+    whose shape follows the number of classes: fine-tuning on another dataset re-initialises
+    it, with a warning.
+- ``"report"``: never fails; the comparison is kept in ``last_report`` (used by
+  ``tools/inspect_checkpoint.py``).
+
+Failures raise :class:`CheckpointMismatchError`, whose message names the file and lists the
+missing, unexpected and wrong-shape keys with counts.
+"""
+
+import contextlib
+import dataclasses
+import glob
+import os
+import secrets
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "CheckpointMismatchError",
+    "CheckpointReadError",
+    "KeyReport",
+    "Mask2FormerCheckpointer",
+    "load_model_weights",
+    "inspect_model_weights",
+    "TEMP_SUFFIX",
+]
+
+TEMP_SUFFIX = ".partial"
+LAST_CHECKPOINT = "last_checkpoint"
+MATCH_RULES = ("exact", "init", "report")
+# parameters whose shape depends on the number of classes
+CLASS_DEPENDENT_KEYS = ("sem_seg_head.predictor.class_embed.", "criterion.empty_weight")
+
+Shape = Tuple[int, ...]
+
+
+class CheckpointMismatchError(ValueError):
+    """The keys or shapes of a checkpoint do not fit the model (the message lists them)."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file exists but cannot be read (truncated, not a checkpoint, ...)."""
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def _fsync_directory(directory: str) -> None:
+    # makes the rename itself durable; not every file system allows opening a directory
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """
+    Call ``write(f)`` on a temporary file next to ``path``, flush and fsync it, then rename it
+    to ``path``. If ``write`` raises (or the process dies), ``path`` keeps its old content; on
+    an exception the temporary file is removed.
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    # os.open rather than tempfile.mkstemp: the file gets the usual umask permissions, not 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+# ----------------------------------------------------------------------------- key comparison
+@dataclasses.dataclass
+class KeyReport:
+    """How the keys of a checkpoint compare with those of a model."""
+
+    path: str
+    num_checkpoint_keys: int
+    num_model_keys: int
+    missing: List[str]  # in the model, not in the checkpoint
+    unexpected: List[str]  # in the checkpoint, not in the model
+    wrong_shapes: List[Tuple[str, Shape, Shape]]  # (key, checkpoint shape, model shape)
+    backbone_only: bool  # a pretrained backbone rather than a full model
+    num_loaded: int  # model keys that got a value from the checkpoint
+
+    def is_exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shapes)
+
+    def problems(self, match: str) -> "KeyReport":
+        """The part of this report that ``match`` (see the module doc) does not accept."""
+        if match == "report":
+            return dataclasses.replace(self, missing=[], unexpected=[], wrong_shapes=[])
+        if match == "exact":
+            return self
+        if self.backbone_only:
+            nothing_loaded = self.num_loaded == 0
+            return dataclasses.replace(
+                self,
+                missing=self.missing if nothing_loaded else [],
+                unexpected=self.unexpected if nothing_loaded else [],
+            )
+        return dataclasses.replace(
+            self,
+            wrong_shapes=[
+                w for w in self.wrong_shapes if not w[0].startswith(CLASS_DEPENDENT_KEYS)
+            ],
+        )
+
+    def describe(self, limit: Optional[int] = 10) -> str:
+        """Counts, then the keys of each kind (at most ``limit`` of each; None: all)."""
+
+        def listed(title: str, items: Sequence[str]) -> List[str]:
+            if not items:
+                return []
+            shown = list(items) if limit is None else list(items[:limit])
+            more = len(items) - len(shown)
+            lines = [f"  {title} ({len(items)}):"] + [f"    {s}" for s in shown]
+            return lines + ([f"    ... and {more} more"] if more else [])
+
+        kind = "backbone-only" if self.backbone_only else "full-model"
+        lines = [
+            f"{self.path} ({kind} checkpoint, {self.num_checkpoint_keys} keys; model "
+            f"{self.num_model_keys} keys): {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.wrong_shapes)} wrong-shape"
+        ]
+        lines += listed("missing in the checkpoint", sorted(self.missing))
+        lines += listed("unexpected in the checkpoint", sorted(self.unexpected))
+        shapes = [
+            f"{k}: checkpoint {tuple(c)} vs model {tuple(m)}"
+            for k, c, m in sorted(self.wrong_shapes)
+        ]
+        lines += listed("wrong shape", shapes)
+        return "\n".join(lines)
+
+
+def _is_backbone_only(keys: Sequence[str], matching_heuristics: bool) -> bool:
+    # name-matching heuristics are only used for pretrained (ImageNet) backbones
+    return matching_heuristics or (len(keys) > 0 and all(k.startswith("backbone.") for k in keys))
+
+
+# ----------------------------------------------------------------------------- checkpointer
+class Mask2FormerCheckpointer(DetectionCheckpointer):
+    """
+    detectron2's :class:`DetectionCheckpointer` (same formats: detectron2 / Caffe2 ``.pkl``,
+    ``.pth`` with a ``model`` dict or a bare state dict, ``.pyth``) whose saves are atomic and
+    whose loads check the keys with a ``match`` rule (see the module doc).
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
+        super().__init__(model, save_dir, **kwargs)
+        self.last_report: Optional[KeyReport] = None
+        self._saving_disabled: Optional[str] = None
+        self._match = "exact"
+        self._loading_path = ""
+
+    # ---------------------------------------------------------------- saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        basename = f"{name}.pth"
+        if self._saving_disabled is not None:
+            self.logger.warning("Not saving %s: %s", basename, self._saving_disabled)
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+
+        os.makedirs(self.save_dir, exist_ok=True)
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        # torch.save is looked up at call time, so that tests can make it fail midway
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Name ``last_filename_basename`` in ``last_checkpoint``, atomically."""
+        atomic_write(
+            os.path.join(self.save_dir, LAST_CHECKPOINT),
+            lambda f: f.write(last_filename_basename.encode()),
+        )
+
+    def disable_saving(self, reason: str) -> None:
+        """Make every later :meth:`save` a logged no-op, e.g. once training has failed."""
+        self._saving_disabled = reason
+
+    def remove_stale_temp_files(self) -> List[str]:
+        """Delete the temporary files that a killed save left in ``save_dir``; returns them."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        stale = sorted(
+            glob.glob(os.path.join(glob.escape(self.save_dir), f"*.pth.*{TEMP_SUFFIX}"))
+            + glob.glob(
+                os.path.join(glob.escape(self.save_dir), f"{LAST_CHECKPOINT}.*{TEMP_SUFFIX}")
+            )
+        )
+        for path in stale:
+            self.logger.warning("Removing the incomplete checkpoint file %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        return stale
+
+    # ---------------------------------------------------------------- loading
+    def load(
+        self, path: str, checkpointables: Optional[List[str]] = None, *, match: str = "exact"
+    ) -> Dict[str, Any]:
+        """
+        detectron2's ``load``, checking the model's keys with the rule ``match``
+        ("exact", "init" or "report"; see the module doc).
+
+        Raises:
+            FileNotFoundError: ``path`` is a local path that does not exist.
+            CheckpointReadError: the file cannot be read as a checkpoint.
+            CheckpointMismatchError: the keys do not fit the model under ``match``.
+        """
+        if match not in MATCH_RULES:
+            raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
+        if path and "://" not in path and not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
+        self._match, self._loading_path = match, path
+        try:
+            return super().load(path, checkpointables)
+        finally:
+            self._match, self._loading_path = "exact", ""
+            # detectron2 resets it only when loading succeeds; a failed load must not block
+            # the next one
+            self._parsed_url_during_load = None
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        try:
+            return super()._load_file(filename)
+        except Exception as e:  # unpickling fails with many exception types
+            raise CheckpointReadError(
+                f"Cannot read checkpoint {filename!r} ({type(e).__name__}: {e}); "
+                "is it a complete .pth / .pkl file?"
+            ) from e
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        keys = list(checkpoint["model"].keys())
+        if keys and all(k.startswith("module.") for k in keys):
+            keys = [k[len("module.") :] for k in keys]  # detectron2 strips the DDP prefix too
+        backbone_only = _is_backbone_only(keys, checkpoint.get("matching_heuristics", False))
+        incompatible = super()._load_model(checkpoint)
+        wrong_shapes = [(k, tuple(c), tuple(m)) for k, c, m in incompatible.incorrect_shapes]
+        # fvcore drops wrong-shape keys before loading, so they come back as missing too
+        wrong_keys = {k for k, _, _ in wrong_shapes}
+        missing = [k for k in incompatible.missing_keys if k not in wrong_keys]
+        not_loaded = wrong_keys.union(missing)
+        model_keys = list(self.model.state_dict())
+        report = KeyReport(
+            path=self._loading_path,
+            num_checkpoint_keys=len(keys),
+            num_model_keys=len(model_keys),
+            missing=missing,
+            unexpected=list(incompatible.unexpected_keys),
+            wrong_shapes=wrong_shapes,
+            backbone_only=backbone_only,
+            # BatchNorm fills in an absent num_batches_tracked by itself: not a loaded weight
+            num_loaded=sum(
+                k not in not_loaded and not k.endswith("num_batches_tracked") for k in model_keys
+            ),
+        )
+        self.last_report = report
+        problems = report.problems(self._match)
+        if not problems.is_exact():
+            hint = (
+                " (a backbone-only checkpoint can only initialise a training)"
+                if report.backbone_only and self._match == "exact"
+                else ""
+            )
+            raise CheckpointMismatchError(
+                f"Checkpoint does not fit the model{hint}: {problems.describe()}"
+            )
+        return incompatible
+
+
+def load_model_weights(model: nn.Module, path: str, *, match: str = "exact") -> None:
+    """
+    Load the weights of checkpoint ``path`` into ``model`` (optimizer and other state in the
+    file are ignored). With the default ``match="exact"`` the checkpoint must hold exactly the
+    model's keys and shapes, as evaluation and inference need; ``match="init"`` is the rule for
+    ``MODEL.WEIGHTS`` at the start of a training (see the module doc).
+
+    Raises:
+        FileNotFoundError, CheckpointReadError, CheckpointMismatchError
+    """
+    if not path:
+        raise ValueError("load_model_weights: no checkpoint path given (MODEL.WEIGHTS is empty)")
+    Mask2FormerCheckpointer(model).load(path, checkpointables=[], match=match)
+
+
+def inspect_model_weights(model: nn.Module, path: str) -> KeyReport:
+    """
+    Load ``path`` into ``model`` without any check and return how their keys compare.
+    ``model`` gets every weight that fits: pass a throw-away model.
+    """
+    checkpointer = Mask2FormerCheckpointer(model)
+    checkpointer.load(path, checkpointables=[], match="report")
+    assert checkpointer.last_report is not None
+    return checkpointer.last_report
