@@ -38,7 +38,7 @@ import torch
 
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import DatasetEvaluator, verify_results
 from detectron2.projects.deeplab import add_deeplab_config
@@ -54,6 +54,7 @@ from mask2former.checkpoint import (
 )
 from mask2former.config import add_maskformer2_config
 from mask2former.data.build import build_train_mapper
+from mask2former.data.dataset_mappers import MaskFormerTestDatasetMapper
 from mask2former.engine import NonFiniteLossError, ReliableTrainer
 from mask2former.evaluation import build_evaluator
 from mask2former.solver import build_lr_scheduler, build_optimizer
@@ -77,6 +78,11 @@ class Trainer(ReliableTrainer):
     def build_train_loader(cls, cfg: CfgNode):
         # the mapper is chosen by INPUT.DATASET_MAPPER_NAME
         return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        # images read and checked like the training mappers do
+        return build_detection_test_loader(cfg, dataset_name, mapper=MaskFormerTestDatasetMapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -673,3 +673,29 @@ def test_every_config_agrees_with_its_training_metadata(path):
     for name in cfg.DATASETS.TRAIN:
         assert dataset_num_classes(name, task) == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, name
     build_train_mapper(cfg)  # the same check, as run at training time; needs no dataset file
+
+
+# ---------------------------------------------------------------- evaluation mapper
+def _eval_cfg(min_size=64):
+    cfg = load_cfg("configs/synthetic/panoptic.yaml", ["INPUT.MIN_SIZE_TEST", str(min_size), "INPUT.MAX_SIZE_TEST", "1000"])
+    return cfg
+
+
+def test_eval_mapper_reads_16bit_and_thin_images_and_names_missing_files(tmp_path):
+    from mask2former.data.dataset_mappers import MaskFormerTestDatasetMapper
+
+    mapper = MaskFormerTestDatasetMapper(_eval_cfg())
+    values = np.array([[0, 256, 40000, 65535]] * 3, dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")  # 16-bit grayscale
+    out = mapper({"file_name": str(tmp_path / "deep.png"), "image_id": 0})
+    assert out["image"].dtype == torch.uint8 and out["image"].shape[0] == 3
+    # high byte kept (v >> 8), not clipped to white: the darkest column stays dark
+    assert out["image"][:, :, 0].max() < 5 and out["image"][:, :, -1].min() > 200
+
+    Image.fromarray(np.full((1, 300, 3), 128, np.uint8)).save(tmp_path / "thin.png")
+    thin = mapper({"file_name": str(tmp_path / "thin.png"), "image_id": 1})
+    assert min(thin["image"].shape[1:]) >= 1  # resized, never to 0 pixels
+    assert (thin["height"], thin["width"]) == (1, 300)
+
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        mapper({"file_name": str(tmp_path / "missing.png"), "image_id": 2})

@@ -15,6 +15,7 @@ from .color_aug_ssd import ColorAugSSDTransform
 from .common import DroppedInstancesReporter, padded_size, read_image_checked
 
 __all__ = [
+    "NonEmptyResize",
     "TrainMapperBase",
     "build_mask_former_augmentations",
     "build_lsj_augmentations",
@@ -56,7 +57,7 @@ def train_num_classes(cfg: CfgNode, task: str) -> Optional[int]:
     return count(cfg.DATASETS.TRAIN[0])
 
 
-class _NonEmptyResize(T.Augmentation):
+class NonEmptyResize(T.Augmentation):
     """
     A resizing augmentation whose output keeps at least 1 pixel per side: detectron2 rounds
     e.g. a 16x1000 image scaled by 0.01 to 0x10, which PIL cannot resize to.
@@ -96,7 +97,7 @@ def build_mask_former_augmentations(
     single category (cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA), which needs a semantic map.
     """
     augs: List[T.Augmentation] = [
-        _NonEmptyResize(
+        NonEmptyResize(
             T.ResizeShortestEdge(
                 cfg.INPUT.MIN_SIZE_TRAIN,
                 cfg.INPUT.MAX_SIZE_TRAIN,
@@ -129,7 +130,7 @@ def build_lsj_augmentations(cfg: CfgNode) -> List[T.Augmentation]:
     """
     size = cfg.INPUT.IMAGE_SIZE
     return _flip(cfg) + [
-        _NonEmptyResize(
+        NonEmptyResize(
             T.ResizeScale(
                 min_scale=cfg.INPUT.MIN_SCALE,
                 max_scale=cfg.INPUT.MAX_SCALE,
