@@ -28,7 +28,6 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode  # noqa: E402
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
@@ -39,6 +38,7 @@ from fvcore.nn.jit_analysis import JitModelAnalysis  # noqa: E402
 from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape  # noqa: E402
 
 from train_net import build_config  # noqa: E402
+from mask2former.checkpoint import load_model_weights  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
 
 TASKS = ("flop", "activation", "parameter", "structure")
@@ -193,7 +193,7 @@ def _load_local_weights(model: nn.Module, weights: str) -> str:
     # FLOPs barely depend on the weights (only through post-processing): a missing or remote
     # file is not fetched
     if weights and os.path.isfile(weights):
-        DetectionCheckpointer(model).load(weights)
+        load_model_weights(model, weights)
         return f"weights {weights}"
     return "random weights" + (f" ({weights!r} is not a local file)" if weights else "")
 

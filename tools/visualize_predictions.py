@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
@@ -29,6 +28,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from train_net import build_config  # noqa: E402
+from mask2former.checkpoint import load_model_weights  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     model = build_model(cfg)
     model.eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
 
     os.makedirs(args.output, exist_ok=True)
