@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 from train_net import build_config  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
+from mask2former.utils.visualization import instances_with_mask_boxes  # noqa: E402
 
 
 def _scale(image: np.ndarray) -> float:
@@ -45,7 +46,7 @@ def _draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
     if "instances" in output:
         instances = output["instances"].to("cpu")
         instances = instances[instances.scores > 0.5]
-        return vis.draw_instance_predictions(instances).get_image()
+        return vis.draw_instance_predictions(instances_with_mask_boxes(instances)).get_image()
     return vis.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu()).get_image()
 
 

@@ -1,0 +1,402 @@
+#!/usr/bin/env python
+r"""
+Draw a Mask2Former model's predictions on images, a video or a webcam stream.
+
+    python demo/demo.py --config-file CONFIG --input a.jpg b.png 'dir/*.jpg' dir/ \
+        [--output OUT] [--task panoptic|instance|semantic] [--confidence-threshold 0.5] \
+        [--parallel] --opts MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
+    python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output OUT --opts ...
+    python demo/demo.py --config-file CONFIG --webcam --opts ...
+
+Inputs are image files, folders (their images) or glob patterns (quoted or not). --output is a
+folder, or a file name for a single input image or a video; without --output the drawings are
+shown in a window. Exit status: 0 when at least one input was drawn, 1 when none could be,
+2 for bad settings (config, task, output path, checkpoint, video).
+"""
+
+import argparse
+import glob
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+import tqdm
+from PIL import UnidentifiedImageError
+
+# `python demo/demo.py` puts demo/ first on sys.path, where "demo" is this file: the repository
+# root must come before it, for the `demo` package and for train_net
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO_ROOT)
+
+from detectron2.data.detection_utils import read_image  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from demo.predictor import TASKS, DemoError, VisualizationDemo, choose_task  # noqa: E402
+from mask2former.utils.config_merge import ConfigError  # noqa: E402
+from train_net import build_config  # noqa: E402
+
+logger = logging.getLogger("demo")
+
+WINDOW_NAME = "Mask2Former"
+# images taken from folders and glob patterns; a file named explicitly is read whatever its name
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# video codecs to try, by output extension, most widely supported first
+VIDEO_CODECS = {".mp4": ("mp4v", "avc1"), ".avi": ("MJPG", "XVID"), ".mkv": ("mp4v", "X264")}
+# OpenCV's built-in writer: works without FFmpeg
+FALLBACK_VIDEO = (".avi", "MJPG")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="demo.py",
+        description="Mask2Former demo: draw a model's predictions on images or videos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
+    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="the first webcam")
+    parser.add_argument(
+        "--output",
+        help="folder for the drawings (or a file name for one image or a video); "
+        "without it, they are shown in a window",
+    )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        help="what to draw; default: the richest the config turns on (panoptic > instance > "
+        "semantic)",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="instances scoring at most this are not drawn (default 0.5)",
+    )
+    parser.add_argument(
+        "--parallel", action="store_true", help="one worker process per GPU (needs GPUs)"
+    )
+    parser.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides: KEY VALUE ..., e.g. MODEL.WEIGHTS model_final.pth",
+    )
+    return parser
+
+
+# ----------------------------------------------------------------------------- inputs
+def _dedupe(paths: List[str]) -> List[str]:
+    """``paths`` without the later mentions of a file (by absolute path), in order."""
+    by_file = {}
+    for path in paths:
+        by_file.setdefault(os.path.abspath(path), path)
+    return list(by_file.values())
+
+
+def _refuse_overwriting(inputs: List[str], outputs: List[str]) -> None:
+    clash = set(map(os.path.abspath, inputs)) & set(map(os.path.abspath, outputs))
+    if clash:
+        raise DemoError(f"Output {sorted(clash)[0]!r} is also an input: choose another --output")
+
+
+def _images_in(paths: List[str]) -> List[str]:
+    return sorted(
+        p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
+def expand_inputs(specs: List[str]) -> Tuple[List[str], List[str]]:
+    """
+    The image files named by ``specs`` (files, folders, glob patterns), in order and without
+    duplicates, and one warning per spec that names no image.
+    """
+    found, warnings = [], []
+    for spec in specs:
+        spec = os.path.expanduser(spec)
+        if os.path.isfile(spec):
+            found.append(spec)
+        elif os.path.isdir(spec):
+            images = _images_in([os.path.join(spec, f) for f in os.listdir(spec)])
+            found += images
+            if not images:
+                kinds = "/".join(IMAGE_EXTENSIONS)
+                warnings.append(f"Skipping folder {spec!r}: it holds no {kinds} image")
+        elif any(c in spec for c in "*?["):
+            images = _images_in(glob.glob(spec))
+            found += images
+            if not images:
+                warnings.append(f"Skipping {spec!r}: the pattern matches no image file")
+        else:
+            warnings.append(f"Skipping {spec!r}: no such file or folder")
+    return _dedupe(found), warnings
+
+
+# ----------------------------------------------------------------------------- outputs
+def check_output_dir(path: str) -> None:
+    """Create the folder ``path`` if needed and check that a file can be written in it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DemoError(f"Output {path!r} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        # permission bits do not tell (root, read-only file systems): try it
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise DemoError(f"Cannot write to output folder {path!r}: {e.strerror or e}") from None
+
+
+def check_output_file(path: str) -> None:
+    """Check that the file ``path`` can be written, creating its folder if needed."""
+    if os.path.isdir(path):
+        raise DemoError(f"Output {path!r} is a folder, not a file name")
+    check_output_dir(os.path.dirname(path) or ".")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise DemoError(f"Cannot overwrite output file {path!r}: permission denied")
+
+
+def _has_extension(path: str, extensions) -> bool:
+    return os.path.splitext(path)[1].lower() in extensions
+
+
+def image_output_paths(inputs: List[str], output: str) -> List[str]:
+    """
+    The drawing's path of each input: ``output`` itself for a single input when it has an image
+    extension, else ``output/<input file name>`` (made unique; PNG for extensions cv2 cannot
+    write). Checks that they can be written.
+    """
+    if _has_extension(output, IMAGE_EXTENSIONS) and not os.path.isdir(output):
+        if len(inputs) != 1:
+            raise DemoError(
+                f"Output {output!r} is an image file name but {len(inputs)} input images were "
+                f"given: give a folder"
+            )
+        _refuse_overwriting(inputs, [output])
+        check_output_file(output)
+        return [output]
+    check_output_dir(output)
+    paths, used = [], set()
+    for path in inputs:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        ext = ext if ext.lower() in IMAGE_EXTENSIONS else ".png"
+        name, n = stem + ext, 0
+        while name in used:  # same file name in two input folders
+            n += 1
+            name = f"{stem}_{n}{ext}"
+        used.add(name)
+        paths.append(os.path.join(output, name))
+    _refuse_overwriting(inputs, paths)
+    return paths
+
+
+def video_output_path(video_input: str, output: str) -> str:
+    """``output`` if it has a video extension, else ``output/<video name>`` (.mp4 for other
+    extensions). Checks that it can be written."""
+    if _has_extension(output, VIDEO_CODECS) and not os.path.isdir(output):
+        path = output
+    else:
+        check_output_dir(output)
+        stem, ext = os.path.splitext(os.path.basename(video_input))
+        path = os.path.join(output, stem + (ext if ext.lower() in VIDEO_CODECS else ".mp4"))
+    _refuse_overwriting([video_input], [path])
+    check_output_file(path)
+    return path
+
+
+def open_video_writer(
+    path: str, fps: float, size: Tuple[int, int]
+) -> Tuple[cv2.VideoWriter, str, str]:
+    """
+    A video writer for ``path`` with the first codec of its extension that this OpenCV build
+    can write, else an MJPG .avi next to it.
+
+    Args:
+        size: (width, height) of the frames.
+    Returns:
+        the opened writer, the path it writes and the codec.
+    """
+    extension = os.path.splitext(path)[1].lower()
+    candidates = [(path, codec) for codec in VIDEO_CODECS.get(extension, ())]
+    fallback = os.path.splitext(path)[0] + FALLBACK_VIDEO[0]
+    candidates.append((fallback, FALLBACK_VIDEO[1]))
+    for out_path, codec in dict.fromkeys(candidates):  # the fallback may be a candidate
+        writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*codec), fps, size)
+        if writer.isOpened():
+            if out_path != path:
+                logger.warning(f"No codec could write {path!r}: writing {out_path!r} instead")
+            return writer, out_path, codec
+        writer.release()
+    tried = ", ".join(f"{codec} ({os.path.basename(p)})" for p, codec in candidates)
+    raise DemoError(f"Cannot open a video writer for {path!r}; tried codecs {tried}")
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _show(image: np.ndarray, wait_ms: int) -> bool:
+    """Show a BGR image; False when the user pressed Esc."""
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+        cv2.imshow(WINDOW_NAME, image)
+        return cv2.waitKey(wait_ms) != 27
+    except cv2.error as e:
+        raise DemoError(f"Cannot show a window ({e.err}): give --output to write files") from None
+
+
+# ----------------------------------------------------------------------------- runs
+def run_on_images(demo: VisualizationDemo, inputs: List[str], outputs: Optional[List[str]]) -> int:
+    """Draw each input into its output (or a window); returns how many were drawn."""
+    done = 0
+    for i, path in enumerate(tqdm.tqdm(inputs, desc="images", unit="image")):
+        try:
+            image = read_image(path, format="BGR")
+        except UnidentifiedImageError:
+            logger.warning(f"Skipping {path!r}: cannot read it as an image (unknown format)")
+            continue
+        except Exception as e:  # truncated files, unsupported modes, I/O errors ...
+            logger.warning(f"Skipping {path!r}: cannot read it as an image ({e})")
+            continue
+        start = time.perf_counter()
+        predictions, vis = demo.run_on_image(image)
+        logger.info(f"{path}: {demo.summary(predictions)} in {time.perf_counter() - start:.2f}s")
+        drawing = vis.get_image()[:, :, ::-1]
+        if outputs is None:
+            done += 1
+            if not _show(drawing, 0):
+                break
+        elif cv2.imwrite(outputs[i], drawing):
+            done += 1
+        else:
+            logger.warning(f"Could not write {outputs[i]!r}")
+    return done
+
+
+def _open_video(path: str) -> cv2.VideoCapture:
+    if not os.path.isfile(path):
+        raise DemoError(f"Video {path!r} does not exist")
+    video = cv2.VideoCapture(path)
+    if not video.isOpened():
+        raise DemoError(f"Cannot open video {path!r}: not a video OpenCV can read")
+    return video
+
+
+def run_on_video(
+    demo: VisualizationDemo, video: cv2.VideoCapture, output: Optional[str]
+) -> Tuple[int, Optional[str]]:
+    """
+    Draw every frame into the video file ``output`` (or a window).
+
+    Returns:
+        the number of frames drawn and the file written (another name if no codec could write
+        ``output``; None without output).
+    """
+    fps = video.get(cv2.CAP_PROP_FPS)
+    if not (math.isfinite(fps) and fps > 0):  # 0 or NaN for some streams
+        fps = 30.0
+    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    writer, count = None, 0
+    try:
+        frames = demo.run_on_video(video)
+        bar = tqdm.tqdm(frames, desc="frames", unit="frame", total=total if total > 0 else None)
+        for frame in bar:
+            count += 1
+            if output is None:
+                if not _show(frame, 1):
+                    break
+                continue
+            if writer is None:
+                # sized from the first frame: OpenCV may rotate frames by the video's metadata
+                size = (frame.shape[1], frame.shape[0])
+                writer, output, codec = open_video_writer(output, fps, size)
+                logger.info(f"Writing {output} ({size[0]}x{size[1]}, {fps:g} fps, codec {codec})")
+            writer.write(frame)
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+    return count, output
+
+
+def _demo(cfg, args) -> VisualizationDemo:
+    return VisualizationDemo(
+        cfg,
+        task=args.task,
+        parallel=args.parallel,
+        confidence_threshold=args.confidence_threshold,
+    )
+
+
+def _run(args) -> int:
+    cfg, notes = build_config(args)
+    for note in notes:
+        logger.warning(note)
+    # every check that can fail fast runs before the model is built
+    choose_task(cfg, args.task)
+    if args.output is None and not _has_display():
+        raise DemoError("No display to show the drawings in a window: give --output")
+
+    if args.webcam:
+        if args.output is not None:
+            raise DemoError("--webcam shows the drawings in a window; --output is not supported")
+        webcam = cv2.VideoCapture(0)
+        if not webcam.isOpened():
+            raise DemoError("Cannot open the webcam (camera 0)")
+        frames, _ = run_on_video(_demo(cfg, args), webcam, None)
+        return 0 if frames else 1
+
+    if args.video_input:
+        video = _open_video(args.video_input)
+        output = None if args.output is None else video_output_path(args.video_input, args.output)
+        frames, written = run_on_video(_demo(cfg, args), video, output)
+        logger.info(f"Drew {frames} frames" + (f" into {written}" if written else ""))
+        if not frames:
+            logger.error(f"No frame could be read from {args.video_input!r}")
+        return 0 if frames else 1
+
+    inputs, warnings = expand_inputs(args.input)
+    for warning in warnings:
+        logger.warning(warning)
+    if not inputs:
+        logger.error("No input image to process")
+        return 1
+    outputs = None if args.output is None else image_output_paths(inputs, args.output)
+    done = run_on_images(_demo(cfg, args), inputs, outputs)
+    where = f" into {args.output}" if args.output else ""
+    logger.info(f"Drew {done} of {len(inputs)} images{where}")
+    if not done:
+        logger.error("No input image could be processed")
+    return 0 if done else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The demo on the command line ``argv``; returns the exit status (see the module doc)."""
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.confidence_threshold <= 1.0:
+        parser.error(f"--confidence-threshold {args.confidence_threshold}: must be in [0, 1]")
+    try:
+        return _run(args)
+    except (DemoError, ConfigError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def cli() -> None:
+    setup_logger(name="demo", abbrev_name="demo")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
