@@ -13,13 +13,16 @@ from detectron2.structures import Boxes, Instances
 
 
 def semantic_inference(
-    mask_cls: torch.Tensor, mask_pred: torch.Tensor, mask_prob: Optional[torch.Tensor] = None
+    mask_cls: torch.Tensor,
+    mask_pred: Optional[torch.Tensor],
+    mask_prob: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """
     Per-pixel class scores: sum over queries of class probability times mask probability.
 
     Args:
-        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
+        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it
+            (``mask_pred`` may then be None).
     Returns:
         (K, H, W) scores.
     """
@@ -38,7 +41,7 @@ def panoptic_queries(mask_cls: torch.Tensor, object_mask_threshold: float) -> to
 
 def panoptic_inference(
     mask_cls: torch.Tensor,
-    mask_pred: torch.Tensor,
+    mask_pred: Optional[torch.Tensor],
     is_thing: torch.Tensor,
     object_mask_threshold: float,
     overlap_threshold: float,
@@ -52,7 +55,8 @@ def panoptic_inference(
         is_thing: (K,) bool, whether each contiguous class id is a thing class.
         object_mask_threshold: minimum class score of a kept query.
         overlap_threshold: minimum fraction of a query's own mask (prob >= 0.5) it must keep.
-        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
+        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it
+            (``mask_pred`` may then be None).
     Returns:
         panoptic_seg (H, W) int32 segment ids (0 = void) and segments_info, a list of
         {"id", "isthing", "category_id"} in detectron2's format.

@@ -311,16 +311,8 @@ class MaskFormer(nn.Module):
         masks = _resize_masks(
             mask_pred if rows is None else mask_pred[rows], padded_size, image_size, output_size
         )
-        probs = masks.sigmoid()
         cls = mask_cls.to(masks) if rows is None else mask_cls[rows].to(masks)
-        if self.semantic_on:
-            result["sem_seg"] = semantic_inference(cls, masks, mask_prob=probs)
-        if self.panoptic_on:
-            # `rows` keeps the query order and contains every kept query: same segments
-            result["panoptic_seg"] = panoptic_inference(
-                cls, masks, is_thing, self.object_mask_threshold, self.overlap_threshold,
-                mask_prob=probs,
-            )
+        instance_masks = None
         if instance_selection is not None:
             scores, labels, queries = instance_selection
             unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
@@ -328,9 +320,22 @@ class MaskFormer(nn.Module):
                 row_of_query = torch.full_like(mask_cls[:, 0], -1, dtype=torch.long)
                 row_of_query[rows] = torch.arange(len(rows), device=rows.device)
                 unique_queries = row_of_query[unique_queries]
+            # the instances' logits (their binary masks are logits > 0) before the sigmoid
+            instance_masks = masks[unique_queries]
+        # (R, H, W) probabilities, in place unless `masks` is still the model's own tensor
+        probs = masks.sigmoid_() if masks.data_ptr() != mask_pred.data_ptr() else masks.sigmoid()
+        del masks
+        if self.semantic_on:
+            result["sem_seg"] = semantic_inference(cls, None, mask_prob=probs)
+        if self.panoptic_on:
+            # `rows` keeps the query order and contains every kept query: same segments
+            result["panoptic_seg"] = panoptic_inference(
+                cls, None, is_thing, self.object_mask_threshold, self.overlap_threshold,
+                mask_prob=probs,
+            )
+        if instance_masks is not None:
             result["instances"] = instances_from_query_masks(
-                scores.to(masks), labels, masks[unique_queries], instance_to_unique,
-                probs[unique_queries],
+                scores.to(probs), labels, instance_masks, instance_to_unique, probs[unique_queries]
             )
         return result
 
