@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 SYS_PYTHON ?= $(shell PYENV_VERSION=3.10.13 command -v python3.10 2>/dev/null || echo python3.10)
 EXT_SOURCES := $(shell find mask2former/modeling/pixel_decoder/ops/src -type f 2>/dev/null)
 
-.PHONY: setup test test-fast quickstart benchmark clean-ext
+.PHONY: setup test test-fast quickstart benchmark benchmark-inference benchmark-training clean-ext
 
 setup: $(VENV)/.built
 
@@ -31,6 +31,13 @@ quickstart: setup
 
 benchmark: setup
 	$(PY) benchmarks/ms_deform_attn.py
+
+# whole-model inference by stage (CPU, 2 threads; ~15 min) and training (CPU, 256x256 crops)
+benchmark-inference: setup
+	$(PY) benchmarks/inference.py
+
+benchmark-training: setup
+	$(PY) benchmarks/training.py
 
 clean-ext:
 	rm -f $(VENV)/.built mask2former/_C*.so

@@ -173,6 +173,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs per case and checkout (fastest kept)")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
                         help="another checkout to measure side by side")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for RESULTS.md saying what a baseline is (repeatable)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -224,6 +226,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
         "post-processing is cheaper than with trained weights",
         *(f"- baseline `{n}`: the checkout at `{p}`" for n, p in baselines.items()),
+        *(f"- {note}" for note in args.note),
         "",
         table,
     ])

@@ -314,3 +314,40 @@ def test_mixed_precision_cpu_bfloat16():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA mixed precision needs a GPU")
 def test_mixed_precision_cuda_float16():
     _autocast_case("cuda", torch.float16)
+
+
+def test_point_losses_never_build_full_resolution_masks_of_all_queries():
+    """The matcher and the mask losses work on sampled points: no tensor as large as every
+    query's mask at the targets' resolution is ever created, in the forward or the backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    g = torch.Generator().manual_seed(0)
+    bs, q, low, full = 2, 50, 32, 256
+    outputs = {
+        "pred_logits": torch.randn(bs, q, NUM_CLASSES + 1, generator=g, requires_grad=True),
+        "pred_masks": torch.randn(bs, q, low, low, generator=g, requires_grad=True),
+    }
+    targets = [
+        {"labels": torch.tensor([0, 1, 2]), "masks": _half_plane_masks(3, full)} for _ in range(bs)
+    ]
+    crit = _criterion(HungarianMatcher(cost_class=2, cost_mask=5, cost_dice=5, num_points=1024), num_points=1024)
+    with LargestTensor() as mode:
+        losses = crit(outputs, targets)
+        sum(losses.values()).backward()
+    all_queries_full_res = bs * q * full * full
+    # the largest tensors are the targets themselves (bs x 3 x full x full) and the
+    # (bs x q x low x low) predictions' gradients
+    assert mode.largest <= max(bs * 3 * full * full, bs * q * low * low)
+    assert mode.largest * 10 < all_queries_full_res
