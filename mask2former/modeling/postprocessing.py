@@ -168,37 +168,33 @@ def instance_inference(
     # a query usually wins several of the top-k (query, class) pairs: its mask and mask
     # score are computed once
     unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
-    unique_prob = mask_prob[unique_queries] if mask_prob is not None else None
-    return instances_from_query_masks(
-        scores, labels, mask_pred[unique_queries], instance_to_unique, unique_prob
-    )
+    logits = mask_pred[unique_queries]
+    prob = mask_prob[unique_queries] if mask_prob is not None else logits.sigmoid()
+    return instances_from_query_masks(scores, labels, logits > 0, prob, instance_to_unique)
 
 
 def instances_from_query_masks(
     class_scores: torch.Tensor,
     labels: torch.Tensor,
-    mask_pred: torch.Tensor,
+    binary_masks: torch.Tensor,
+    mask_prob: torch.Tensor,
     instance_to_mask: torch.Tensor,
-    mask_prob: Optional[torch.Tensor] = None,
 ) -> Instances:
     """
     Args:
         class_scores, labels: (N,) class probability and class of each instance.
-        mask_pred: (M, H, W) mask logits of the queries the instances come from.
-        instance_to_mask: (N,) index into ``mask_pred`` of each instance's query.
-        mask_prob: optional (M, H, W) ``mask_pred.sigmoid()``.
+        binary_masks: (M, H, W) bool, mask logits > 0, of the queries the instances come from.
+        mask_prob: (M, H, W) sigmoid of the same queries' mask logits.
+        instance_to_mask: (N,) index into the M masks of each instance's query.
     Returns:
         Instances as :func:`instance_inference` describes.
     """
-    binary = mask_pred > 0
-    flat = binary.flatten(1)
-    if mask_prob is None:
-        mask_prob = mask_pred.sigmoid()
+    flat = binary_masks.flatten(1)
     # mean mask probability inside the binary mask, (M,)
     mask_scores = (mask_prob.flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = binary[instance_to_mask].float()
-    result.pred_boxes = Boxes(torch.zeros(len(labels), 4, device=mask_pred.device))
+    result = Instances(tuple(binary_masks.shape[-2:]))
+    result.pred_masks = binary_masks[instance_to_mask].float()
+    result.pred_boxes = Boxes(torch.zeros(len(labels), 4, device=binary_masks.device))
     result.scores = class_scores * mask_scores[instance_to_mask]
     result.pred_classes = labels
     return result

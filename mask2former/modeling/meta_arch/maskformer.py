@@ -320,8 +320,10 @@ class MaskFormer(nn.Module):
                 row_of_query = torch.full_like(mask_cls[:, 0], -1, dtype=torch.long)
                 row_of_query[rows] = torch.arange(len(rows), device=rows.device)
                 unique_queries = row_of_query[unique_queries]
-            # the instances' logits (their binary masks are logits > 0) before the sigmoid
-            instance_masks = masks[unique_queries]
+            # the instances' binary masks (logits > 0), taken before the in-place sigmoid;
+            # without indexing when the instances' queries are all the resized ones
+            every_row = rows is not None and len(unique_queries) == len(rows)
+            instance_masks = masks > 0 if every_row else masks[unique_queries] > 0
         # (R, H, W) probabilities, in place unless `masks` is still the model's own tensor
         probs = masks.sigmoid_() if masks.data_ptr() != mask_pred.data_ptr() else masks.sigmoid()
         del masks
@@ -335,7 +337,8 @@ class MaskFormer(nn.Module):
             )
         if instance_masks is not None:
             result["instances"] = instances_from_query_masks(
-                scores.to(probs), labels, instance_masks, instance_to_unique, probs[unique_queries]
+                scores.to(probs), labels, instance_masks,
+                probs if every_row else probs[unique_queries], instance_to_unique,
             )
         return result
 
