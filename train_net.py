@@ -156,6 +156,21 @@ def build_config(args) -> Tuple[CfgNode, List[str]]:
     return cfg, notes
 
 
+def build_config_or_exit(parser, args) -> CfgNode:
+    """
+    :func:`build_config` for command-line tools: a bad config ends the program through
+    ``parser.error`` (one line, exit code 2); settings changed for this machine are printed as
+    warnings.
+    """
+    try:
+        cfg, notes = build_config(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    for note in notes:
+        print("warning:", note, file=sys.stderr)
+    return cfg
+
+
 def setup(args) -> CfgNode:
     """Create the config and set up logging, the output directory and the random seed."""
     cfg, notes = build_config(args)

@@ -37,9 +37,8 @@ from fvcore.nn import ActivationCountAnalysis, parameter_count_table  # noqa: E4
 from fvcore.nn.jit_analysis import JitModelAnalysis  # noqa: E402
 from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape  # noqa: E402
 
-from train_net import build_config  # noqa: E402
+from train_net import build_config_or_exit  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
-from mask2former.utils.config_merge import ConfigError  # noqa: E402
 
 TASKS = ("flop", "activation", "parameter", "structure")
 OUTPUTS = ("semantic", "instance", "panoptic")
@@ -222,12 +221,7 @@ def main(argv=None) -> int:
         parser.error(f"--num-inputs must be at least 1, got {args.num_inputs}")
     if args.task:
         args.opts += _task_opts(args.task)
-    try:
-        cfg, notes = build_config(args)
-    except ConfigError as e:
-        parser.error(str(e))
-    for note in notes:
-        print("warning:", note, file=sys.stderr)
+    cfg = build_config_or_exit(parser, args)
     logging.getLogger("fvcore").setLevel(logging.ERROR)  # skipped-op warnings: reported below
 
     model = build_model(cfg)

@@ -27,9 +27,8 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from train_net import build_config  # noqa: E402
+from train_net import build_config_or_exit  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
-from mask2former.utils.config_merge import ConfigError  # noqa: E402
 from mask2former.utils.visualization import instances_with_mask_boxes  # noqa: E402
 
 
@@ -70,12 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
-    try:
-        cfg, notes = build_config(args)
-    except ConfigError as e:
-        parser.error(str(e))
-    for note in notes:
-        print("warning:", note, file=sys.stderr)
+    cfg = build_config_or_exit(parser, args)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     metadata = MetadataCatalog.get(dataset)
     records = DatasetCatalog.get(dataset)[: args.num_images]
