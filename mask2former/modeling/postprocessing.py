@@ -32,11 +32,19 @@ def semantic_inference(
     return torch.einsum("qc,qhw->chw", mask_cls, mask_prob)
 
 
+def _confident_queries(
+    mask_cls: torch.Tensor, object_mask_threshold: float
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Q,) bool keep, (Q,) best class probability and (Q,) best class of every query."""
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+    return keep, scores, labels
+
+
 def panoptic_queries(mask_cls: torch.Tensor, object_mask_threshold: float) -> torch.Tensor:
     """(Q,) bool: the queries panoptic inference keeps, those whose most likely class is an
     object class with a probability above ``object_mask_threshold``."""
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    return labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+    return _confident_queries(mask_cls, object_mask_threshold)[0]
 
 
 def panoptic_inference(
@@ -61,8 +69,7 @@ def panoptic_inference(
         panoptic_seg (H, W) int32 segment ids (0 = void) and segments_info, a list of
         {"id", "isthing", "category_id"} in detectron2's format.
     """
-    keep = panoptic_queries(mask_cls, object_mask_threshold)
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep, scores, labels = _confident_queries(mask_cls, object_mask_threshold)
     cur_scores = scores[keep]
     cur_classes = labels[keep]
     # only the kept queries' masks go through the sigmoid
@@ -149,7 +156,6 @@ def instance_inference(
     mask_pred: torch.Tensor,
     topk: int,
     thing_only: Optional[torch.Tensor] = None,
-    mask_prob: Optional[torch.Tensor] = None,
 ) -> Instances:
     """
     The ``topk`` highest (query, class) scores, each an instance with the query's binary mask.
@@ -159,7 +165,6 @@ def instance_inference(
         topk: number of instances per image (``TEST.DETECTIONS_PER_IMAGE``).
         thing_only: optional (K,) bool; when given, instances of other classes are dropped
             (used when panoptic inference is also on, so stuff classes give no instances).
-        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it.
     Returns:
         Instances of image size (H, W) with pred_masks (N, H, W) float, pred_boxes (zeros),
         scores (N,) and pred_classes (N,).
@@ -169,8 +174,7 @@ def instance_inference(
     # score are computed once
     unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
     logits = mask_pred[unique_queries]
-    prob = mask_prob[unique_queries] if mask_prob is not None else logits.sigmoid()
-    return instances_from_query_masks(scores, labels, logits > 0, prob, instance_to_unique)
+    return instances_from_query_masks(scores, labels, logits > 0, logits.sigmoid(), instance_to_unique)
 
 
 def instances_from_query_masks(
