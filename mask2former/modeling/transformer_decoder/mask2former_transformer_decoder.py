@@ -217,7 +217,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 output,
                 mask_features if predict else None,
                 None if is_last else level_mask_features[next_level],
-                predict_class=predict,
             )
             if predict:
                 predictions_class.append(outputs_class)
@@ -237,26 +236,24 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output: Tensor,
         mask_features: Optional[Tensor],
         attn_mask_features: Optional[Tensor] = None,
-        predict_class: bool = True,
     ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
         """
         Args:
             output: (Q, B, C) queries.
-            mask_features: (B, mask_dim, H, W), or None to skip the full-resolution masks.
+            mask_features: (B, mask_dim, H, W), or None to skip the predictions (class logits
+                and full-resolution masks) when only the attention mask is needed.
             attn_mask_features: (B, mask_dim, h, w) mask features resized to the next layer's
                 level, or None to skip the attention mask.
-            predict_class: whether to compute the class logits.
         Returns:
             outputs_class (B, Q, K+1) or None, outputs_mask (B, Q, H, W) logits or None, and
             attn_mask (B*nheads, Q, h*w) bool (True = not attended) or None.
         """
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
-        outputs_class = None
-        if self.mask_classification and predict_class:
-            outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = None
+        outputs_class, outputs_mask = None, None
         if mask_features is not None:
+            if self.mask_classification:
+                outputs_class = self.class_embed(decoder_output)
             outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         attn_mask = None
         if attn_mask_features is not None:
