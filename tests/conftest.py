@@ -1,5 +1,18 @@
 import os
 import sys
 
+import pytest
+import torch
+
 # Tests run against the working tree, whether or not the package is installed in editable mode.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests: their many small tensor operations only
+    contend for a small shared machine's cores with more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,13 +31,7 @@ CLASS_KEYS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # many small tensor copies: threads only contend on a small shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- saving

@@ -27,12 +27,7 @@ TINY_OPTS = [
 IMAGES = [("a.jpg", (64, 80), False), ("b.png", (72, 64), False), ("gray.png", (64, 64), True)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
