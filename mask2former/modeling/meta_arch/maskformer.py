@@ -14,12 +14,12 @@ from detectron2.utils.memory import retry_if_cuda_oom
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
+from ..mask_resize import query_mask_outputs
 from ..postprocessing import (
     instances_from_query_masks,
     panoptic_inference,
     panoptic_queries,
     select_instances,
-    semantic_inference,
 )
 
 
@@ -246,9 +246,11 @@ class MaskFormer(nn.Module):
         "pred_logits" (B, Q, K + 1) and "pred_masks" (B, Q, h, w) mask logits.
 
         The results are those of resizing every query's mask logits to the padded input size,
-        cropping and resizing to the output size, and running the three inferences on them; the
-        work is organised so that nothing is done twice: only the queries some output uses are
-        resized, a resize to the same size is skipped, and the mask sigmoid is shared.
+        cropping and resizing to the output size, and running the three inferences on them (up
+        to float rounding), without materialising those full-resolution logits: see
+        :func:`~mask2former.modeling.mask_resize.query_mask_outputs`. Only the semantic output
+        reads every query, through its class-weighted sum; full-resolution masks are made only
+        for the queries the panoptic and instance outputs keep.
         """
         is_thing = None
         if self.panoptic_on:
@@ -286,78 +288,45 @@ class MaskFormer(nn.Module):
             is_thing: (K,) bool, needed by panoptic inference.
         """
         result = {}
+        class_probs = F.softmax(mask_cls, dim=-1)[:, :-1] if self.semantic_on else None
         if not self.sem_seg_postprocess_before_inference:
-            # semantic only: scores at the padded size, then resized like detectron2 does
-            masks = _resize_masks(mask_pred, padded_size, image_size, image_size)
-            scores = semantic_inference(mask_cls, masks)
-            result["sem_seg"] = _resize_masks(scores, None, image_size, output_size)
+            # semantic only: scores of the image's part of the padded size, then resized like
+            # detectron2's sem_seg_postprocess resizes them
+            scores = query_mask_outputs(
+                mask_pred, padded_size, image_size, image_size, class_probs=class_probs
+            ).sem_seg
+            if tuple(image_size) != tuple(output_size):
+                scores = F.interpolate(scores[None], size=output_size, mode="bilinear", align_corners=False)[0]
+            result["sem_seg"] = scores
             return result
 
-        # the queries whose full-resolution mask some output reads
-        instance_selection = None
+        # the queries whose full-resolution mask probabilities or binary masks an output reads
+        used = torch.zeros(mask_cls.shape[0], dtype=torch.bool, device=mask_cls.device)
+        if self.panoptic_on:
+            used |= panoptic_queries(mask_cls, self.object_mask_threshold)
+        instance_queries = None
         if self.instance_on:
-            instance_selection = select_instances(mask_cls, self.test_topk_per_image, is_thing)
-        if self.semantic_on:
-            rows = None  # every query
-        else:
-            used = torch.zeros(mask_cls.shape[0], dtype=torch.bool, device=mask_cls.device)
-            if self.panoptic_on:
-                used |= panoptic_queries(mask_cls, self.object_mask_threshold)
-            if instance_selection is not None:
-                used[instance_selection[2]] = True
-            rows = used.nonzero()[:, 0]
-
-        # (R, H, W) mask logits at the output size, R = all queries or `rows`
-        masks = _resize_masks(
-            mask_pred if rows is None else mask_pred[rows], padded_size, image_size, output_size
+            scores, labels, queries = select_instances(mask_cls, self.test_topk_per_image, is_thing)
+            instance_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
+            used[instance_queries] = True
+        rows = used.nonzero()[:, 0]  # in query order
+        outputs = query_mask_outputs(
+            mask_pred, padded_size, image_size, output_size,
+            class_probs=class_probs, prob_queries=rows, positive_queries=instance_queries,
         )
-        cls = mask_cls.to(masks) if rows is None else mask_cls[rows].to(masks)
-        instance_masks = None
-        if instance_selection is not None:
-            scores, labels, queries = instance_selection
-            unique_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
-            if rows is not None:
-                row_of_query = torch.full_like(mask_cls[:, 0], -1, dtype=torch.long)
-                row_of_query[rows] = torch.arange(len(rows), device=rows.device)
-                unique_queries = row_of_query[unique_queries]
-            # the instances' binary masks (logits > 0), taken before the in-place sigmoid;
-            # without indexing when the instances' queries are all the resized ones
-            every_row = rows is not None and len(unique_queries) == len(rows)
-            instance_masks = masks > 0 if every_row else masks[unique_queries] > 0
-        # (R, H, W) probabilities, in place unless `masks` is still the model's own tensor
-        probs = masks.sigmoid_() if masks.data_ptr() != mask_pred.data_ptr() else masks.sigmoid()
-        del masks
         if self.semantic_on:
-            result["sem_seg"] = semantic_inference(cls, None, mask_prob=probs)
+            result["sem_seg"] = outputs.sem_seg
         if self.panoptic_on:
             # `rows` keeps the query order and contains every kept query: same segments
             result["panoptic_seg"] = panoptic_inference(
-                cls, None, is_thing, self.object_mask_threshold, self.overlap_threshold,
-                mask_prob=probs,
+                mask_cls[rows], None, is_thing, self.object_mask_threshold, self.overlap_threshold,
+                mask_prob=outputs.probs,
             )
-        if instance_masks is not None:
+        if self.instance_on:
+            row_of_query = torch.full_like(used, -1, dtype=torch.long)
+            row_of_query[rows] = torch.arange(len(rows), device=rows.device)
             result["instances"] = instances_from_query_masks(
-                scores.to(probs), labels, instance_masks,
-                probs if every_row else probs[unique_queries], instance_to_unique,
+                scores.to(outputs.probs), labels, outputs.positive,
+                outputs.probs[row_of_query[instance_queries]], instance_to_unique,
             )
         return result
-
-
-def _resize_masks(
-    masks: torch.Tensor,
-    padded_size: Optional[Tuple[int, int]],
-    image_size: Tuple[int, int],
-    output_size: Tuple[int, int],
-) -> torch.Tensor:
-    """
-    (N, h, w) maps resized to ``padded_size`` (bilinear; skipped when None), cropped to
-    ``image_size`` and resized to ``output_size``: detectron2's ``sem_seg_postprocess`` applied
-    to the padded-size maps, without the resize when the sizes already match (the bilinear
-    resize to the same size is the identity). Returns (N, *output_size).
-    """
-    if padded_size is not None and tuple(masks.shape[-2:]) != tuple(padded_size):
-        masks = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)[0]
-    masks = masks[:, : image_size[0], : image_size[1]]
-    if tuple(image_size) != tuple(output_size):
-        masks = F.interpolate(masks[None], size=output_size, mode="bilinear", align_corners=False)[0]
-    return masks

@@ -320,8 +320,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         y, spatial_shapes, level_start_index = self.transformer(srcs, pos)
         bs = y.shape[0]
         sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+        # (B, C, H_l, W_l) maps in the contiguous layout: a transposed view would be channels-last,
+        # which makes every later resize and conv on it (and on what it feeds) convert layouts.
         out = [
-            z.transpose(1, 2).reshape(bs, -1, h, w)
+            z.transpose(1, 2).reshape(bs, -1, h, w).contiguous()
             for z, (h, w) in zip(torch.split(y, sizes, dim=1), spatial_shapes.tolist())
         ]
 

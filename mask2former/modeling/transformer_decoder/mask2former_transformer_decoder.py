@@ -17,18 +17,28 @@ from .position_encoding import PositionEmbeddingSine
 from .registry import TRANSFORMER_DECODER_REGISTRY
 
 
+def _resize_maps(x: Tensor, size) -> Tensor:
+    """(B, C, H, W) -> (B, C, *size) bilinear resize, as B * C one-channel maps: PyTorch's CPU
+    kernel converts a many-channel NCHW input to channels-last and back on every call, a copy
+    of the whole input; resizing one-channel maps instead gives the same values up to rounding."""
+    b, c, h, w = x.shape
+    out = F.interpolate(x.reshape(b * c, 1, h, w), size=size, mode="bilinear", align_corners=False)
+    return out.view(b, c, *out.shape[-2:])
+
+
 def attention_mask_from_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
     """
     Args:
         mask_logits: (B, Q, h, w) mask logits at the resolution of the attended features.
         num_heads: number of attention heads.
     Returns:
-        (B*num_heads, Q, h*w) bool, True = not attended (sigmoid < 0.5), detached.
+        (B*num_heads, Q, h*w) bool, True = not attended (sigmoid < 0.5), detached; a query
+        whose mask is empty attends everywhere (:func:`unmask_empty_queries`).
     """
     # Thresholded once per image and then copied to every head: sigmoid is elementwise, so this
     # equals thresholding the head-repeated logits. `sigmoid() < 0.5` is kept rather than `< 0`
     # because sigmoid rounds to exactly 0.5 for tiny negative logits.
-    attn_mask = (mask_logits.sigmoid().flatten(2) < 0.5).detach()
+    attn_mask = unmask_empty_queries((mask_logits.sigmoid().flatten(2) < 0.5).detach())
     batch, num_queries, hw = attn_mask.shape
     return attn_mask.unsqueeze(1).expand(batch, num_heads, num_queries, hw).flatten(0, 1)
 
@@ -36,8 +46,8 @@ def attention_mask_from_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
 def unmask_empty_queries(attn_mask: Tensor) -> Tensor:
     """
     A query whose mask is empty (no pixel attended) attends everywhere instead, since
-    attention over nothing is undefined (softmax of all -inf gives NaN). Out of place: the
-    mask is a head-expanded view that must not be written to.
+    attention over nothing is undefined (softmax of all -inf gives NaN). Whether a mask is
+    empty does not depend on the head, so this runs before the copy to every head.
 
     Args:
         attn_mask: (N, Q, HW) bool, True = not attended.
@@ -184,9 +194,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         # query's full-resolution mask logits (up to float rounding), for a fraction of the cost:
         # mask_dim channels resized once per level instead of Q channels once per layer, and
         # dot products at the level's resolution.
+        # Only the levels some layer attends to (all of them unless the decoder is very short).
         level_mask_features = [
-            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
-            for size in size_list
+            _resize_maps(mask_features, size_list[level])
+            for level in range(min(self.num_feature_levels, self.num_layers))
         ]
 
         batch = src[0].shape[1]
@@ -200,7 +211,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 output = self.transformer_cross_attention_layers[i](
                     output,
                     src[level_index],
-                    memory_mask=unmask_empty_queries(attn_mask),
+                    memory_mask=attn_mask,
                     memory_key_padding_mask=None,
                     pos=pos[level_index],
                     query_pos=query_embed,

@@ -1,0 +1,142 @@
+"""
+Query mask logits at the output size, a block of output rows at a time.
+
+Inference turns each query's (h, w) mask logits into full-resolution maps the way detectron2's
+``sem_seg_postprocess`` does: a bilinear resize to the padded input size, a crop to the image
+size and a bilinear resize to the output size. Done literally, that materialises every query's
+padded-size and output-size logits, hundreds of MB per image, although the semantic output
+only needs their class-weighted sum and the panoptic and instance outputs only need a few
+queries.
+
+Both bilinear resizes are separable, so the whole chain is one linear map per axis: an
+(H_out, h) matrix for the rows and a (W_out, w) one for the columns, with a few non-zeros per
+row. :func:`query_mask_outputs` applies them a block of output rows at a time, so a block's
+logits of every query stay in the cache while its sigmoid, its semantic scores and its rows
+of the few full-resolution masks the other outputs need are taken from them. The values equal
+the literal chain's up to float rounding (the weights are computed by the same ``interpolate``
+calls, applied to unit vectors).
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch.nn import functional as F
+
+# Output rows per block are chosen so that a block's logits of every query take about this
+# many bytes: small enough to stay in a CPU's cache, large enough to keep the GEMMs efficient.
+_CPU_BLOCK_BYTES = 4 << 20
+
+
+def _resize_1d(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, L) -> (N, size): bilinear resize of N 1D signals, as ``interpolate`` resizes an axis."""
+    if x.shape[1] == size:
+        return x  # a bilinear resize to the same size is the identity
+    return F.interpolate(x[:, None, None, :], size=(1, size), mode="bilinear", align_corners=False)[:, 0, 0]
+
+
+def resize_matrix(
+    size: int, padded: Optional[int], crop: int, out: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """
+    The (out, size) matrix of the 1D chain: resize ``size`` -> ``padded`` (skipped when None),
+    keep the first ``crop`` samples, resize ``crop`` -> ``out``. Column j is the chain applied
+    to the j-th unit vector.
+    """
+    x = torch.eye(size, device=device, dtype=dtype)
+    if padded is not None:
+        x = _resize_1d(x, padded)
+    x = _resize_1d(x[:, :crop], out)
+    return x.t().contiguous()
+
+
+def _columns_resize(x: torch.Tensor, padded: Optional[int], crop: int, out: int) -> torch.Tensor:
+    """(..., w) -> (..., out): the column chain applied with ``interpolate``."""
+    shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    if padded is not None:
+        x = _resize_1d(x, padded)
+    x = _resize_1d(x[:, :crop], out)
+    return x.reshape(*shape, out)
+
+
+class QueryMaskOutputs(NamedTuple):
+    """What :func:`query_mask_outputs` computes; None where not asked for."""
+
+    sem_seg: Optional[torch.Tensor]  # (K, H, W) sum over queries of class prob * mask prob
+    probs: Optional[torch.Tensor]  # (R, H, W) mask probabilities of the requested queries
+    positive: Optional[torch.Tensor]  # (U, H, W) bool, mask logits > 0 of the requested queries
+
+
+def query_mask_outputs(
+    mask_pred: torch.Tensor,
+    padded_size: Optional[Tuple[int, int]],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+    *,
+    class_probs: Optional[torch.Tensor] = None,
+    prob_queries: Optional[torch.Tensor] = None,
+    positive_queries: Optional[torch.Tensor] = None,
+    rows_per_block: Optional[int] = None,
+) -> QueryMaskOutputs:
+    """
+    Args:
+        mask_pred: (Q, h, w) mask logits of one image.
+        padded_size: the size the logits are first resized to (the padded batch size), or None
+            to skip that resize; image_size: the crop kept from it; output_size: the final size.
+        class_probs: (Q, K) class probabilities without "no object"; when given, the semantic
+            scores are computed.
+        prob_queries: (R,) query indices whose full-resolution mask probabilities are returned.
+        positive_queries: (U,) query indices whose full-resolution binary masks (logits > 0)
+            are returned.
+        rows_per_block: output rows per block; by default all rows on a GPU and about 4 MB of
+            logits per block on a CPU.
+    Returns:
+        :class:`QueryMaskOutputs` at ``output_size``.
+    """
+    num_queries, h, w = mask_pred.shape
+    out_h, out_w = output_size
+    pad_h, pad_w = (None, None) if padded_size is None else padded_size
+    device, dtype = mask_pred.device, mask_pred.dtype
+    row_matrix = resize_matrix(h, pad_h, image_size[0], out_h, device, dtype)  # (H, h)
+    if rows_per_block is None:
+        if device.type == "cuda":
+            rows_per_block = out_h
+        else:
+            rows_per_block = _CPU_BLOCK_BYTES // max(1, 4 * num_queries * out_w)
+    rows_per_block = max(1, min(rows_per_block, out_h))
+
+    sem_seg = probs = positive = None
+    if class_probs is not None:
+        sem_seg = mask_pred.new_empty((class_probs.shape[1], out_h, out_w))
+        # (K, Q): the class mixing is one GEMM per block into the output's rows
+        mixing = class_probs.t().to(dtype).contiguous()
+    if prob_queries is not None:
+        probs = mask_pred.new_empty((len(prob_queries), out_h, out_w))
+    if positive_queries is not None:
+        positive = torch.empty((len(positive_queries), out_h, out_w), dtype=torch.bool, device=device)
+    if sem_seg is None and probs is None and positive is None:
+        return QueryMaskOutputs(None, None, None)
+    if num_queries == 0 or out_h == 0 or out_w == 0:
+        if sem_seg is not None:
+            sem_seg.zero_()
+        return QueryMaskOutputs(sem_seg, probs, positive)
+
+    # (h, Q, W): the columns resized once at the input's few rows, then the rows a block at a
+    # time with a GEMM over the band of input rows each block reads
+    by_row = _columns_resize(mask_pred.transpose(0, 1), pad_w, image_size[1], out_w).contiguous()
+    by_row = by_row.view(h, num_queries * out_w)
+    nonzero = row_matrix != 0
+    first = torch.where(nonzero.any(1), nonzero.float().argmax(1), 0).tolist()
+    last = torch.where(nonzero.any(1), h - 1 - nonzero.flip(1).float().argmax(1), 0).tolist()
+    for y0 in range(0, out_h, rows_per_block):
+        y1 = min(out_h, y0 + rows_per_block)
+        j0, j1 = min(first[y0:y1]), max(last[y0:y1]) + 1
+        block = torch.mm(row_matrix[y0:y1, j0:j1], by_row[j0:j1]).view(y1 - y0, num_queries, out_w)
+        if positive is not None:
+            torch.gt(block[:, positive_queries].transpose(0, 1), 0, out=positive[:, y0:y1])
+        block = block.sigmoid_()  # (n, Q, W)
+        if probs is not None:
+            probs[:, y0:y1] = block[:, prob_queries].transpose(0, 1)
+        if sem_seg is not None:
+            rows = sem_seg.view(sem_seg.shape[0], -1)[:, y0 * out_w : y1 * out_w]
+            torch.mm(mixing, block.transpose(0, 1).reshape(num_queries, -1), out=rows)
+    return QueryMaskOutputs(sem_seg, probs, positive)
