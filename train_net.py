@@ -60,6 +60,7 @@ from mask2former.evaluation import build_evaluator
 from mask2former.solver import build_lr_scheduler, build_optimizer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
 from mask2former.utils.config_merge import ConfigError, merge_config_file, merge_config_opts
+from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
 
 class Trainer(ReliableTrainer):
@@ -206,6 +207,7 @@ def _load_eval_weights(cfg: CfgNode, model: torch.nn.Module, resume: bool) -> No
 
 def main(args):
     cfg = setup(args)
+    keep_freed_memory_on_cpu(cfg.MODEL.DEVICE)
 
     if args.eval_only:
         model = Trainer.build_model(cfg)

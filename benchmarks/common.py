@@ -1,4 +1,5 @@
 """What the benchmark scripts share: machine description, timing, and RESULTS.md sections."""
+import importlib.util
 import json
 import os
 import platform
@@ -11,6 +12,26 @@ from typing import Callable, Dict, List
 import torch
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# --malloc choices of the benchmarks, with what each means
+MALLOC_MODES = {
+    "keep": "glibc keeps freed memory for reuse (`mask2former.utils.cpu_allocator`, as "
+    "train_net.py and demo/demo.py set it on the CPU), applied alike to every checkout measured",
+    "default": "glibc's default malloc settings (large blocks unmapped when freed)",
+}
+
+
+def set_malloc(mode: str) -> bool:
+    """Applies ``--malloc`` in a worker. The module is loaded from this checkout's file, so a
+    baseline checkout (which may not have it) is measured under the same setting and its own
+    ``mask2former`` package is still the one imported."""
+    if mode == "default":
+        return False
+    path = os.path.join(REPO, "mask2former", "utils", "cpu_allocator.py")
+    spec = importlib.util.spec_from_file_location("_benchmark_cpu_allocator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.keep_freed_memory()
 
 
 def cpu_model() -> str:

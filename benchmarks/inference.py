@@ -68,6 +68,10 @@ def case_list(which: str) -> List[Dict]:
 # ------------------------------------------------------------------------------ worker
 def measure_case(spec: Dict) -> Dict:
     """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
+    from common import set_malloc  # this checkout's benchmarks/ (the script's directory)
+
+    if spec["device"] == "cpu":
+        set_malloc(spec["malloc"])
     sys.path.insert(0, spec["repo"])
     import torch
 
@@ -175,6 +179,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="another checkout to measure side by side")
     parser.add_argument("--note", action="append", default=[],
                         help="a line for RESULTS.md saying what a baseline is (repeatable)")
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="CPU runs: glibc malloc setting, see MALLOC_MODES in benchmarks/common.py")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -182,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(json.dumps(measure_case(json.loads(args.worker))))
         return
     sys.path.insert(0, REPO)
-    from benchmarks.common import cpu_model, load_average, run_worker, write_section
+    from benchmarks.common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
 
     baselines = dict(b.split("=", 1) for b in args.baseline)
     checkouts = {"this": REPO, **baselines}
@@ -196,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             for _ in range(args.rounds):
                 for name, repo in checkouts.items():
                     spec = dict(case, repo=repo, threads=args.threads, device=args.device,
-                                amp=amp, repeats=args.repeats)
+                                amp=amp, repeats=args.repeats, malloc=args.malloc)
                     res = run_worker(__file__, spec, cwd=repo)
                     if row[name] is None or res["total"] < row[name]["total"]:
                         row[name] = res
@@ -214,6 +220,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads; device: {args.device}"
         + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
+        f"- allocator (`--malloc {args.malloc}`): {MALLOC_MODES[args.malloc]}",
         f"- torch {torch.__version__}; random weights (seed 0), random uint8 images of the given "
         "size fed to the model directly (outputs at the same size); all outputs the config turns "
         "on (COCO panoptic configs: semantic + panoptic + instance)",

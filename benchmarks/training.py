@@ -52,6 +52,10 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
 
 
 def measure(spec: Dict) -> Dict:
+    from common import set_malloc  # this checkout's benchmarks/ (the script's directory)
+
+    if spec["device"] == "cpu":
+        set_malloc(spec["malloc"])
     sys.path.insert(0, spec["repo"])
     import torch
 
@@ -132,6 +136,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations (after 2 warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="CPU runs: glibc malloc setting, see MALLOC_MODES in benchmarks/common.py")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -141,10 +147,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     sys.path.insert(0, REPO)
     import torch
 
-    from benchmarks.common import cpu_model, load_average, run_worker, write_section
+    from benchmarks.common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
 
     spec = {"repo": REPO, "config": args.config, "device": args.device, "size": args.size,
-            "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp}
+            "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp,
+            "malloc": args.malloc}
     r = run_worker(__file__, spec, cwd=REPO)
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
     row = (f"| `{args.config}` | {device}{' AMP' if args.amp else ''} | {args.size}x{args.size} | "
@@ -165,6 +172,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"- s / iter: median of {args.iters} iterations after 2 warm-up ones; peak memory: CUDA "
         "peak allocated above the model and optimizer (GPU) or growth of peak RSS (CPU), per image",
         f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
+        f"- allocator (`--malloc {args.malloc}`, CPU only): {MALLOC_MODES[args.malloc]}",
         "- for comparison, the paper's figure for the COCO R50 model at 1024x1024 LSJ on a GPU is "
         "about 6 GB of memory per image; it can only be checked with `--device cuda --size 1024`",
         "",

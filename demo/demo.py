@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from demo.predictor import TASKS, DemoError, VisualizationDemo, choose_task  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
+from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
 from train_net import build_config  # noqa: E402
 
 logger = logging.getLogger("demo")
@@ -346,6 +347,7 @@ def _run(args) -> int:
     choose_task(cfg, args.task)
     if args.output is None and not _has_display():
         raise DemoError("No display to show the drawings in a window: give --output")
+    keep_freed_memory_on_cpu(cfg.MODEL.DEVICE)
 
     if args.webcam:
         if args.output is not None:
