@@ -60,6 +60,14 @@ def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return bmm_flop_jit(inputs[1:3], outputs)
 
 
+def mm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """FLOPs of ``mm`` (M, K) @ (K, N), also when written into ``out=`` (a third input, which
+    fvcore's own handle rejects): M * K * N multiply-adds."""
+    m, k = get_shape(inputs[0])
+    n = get_shape(inputs[1])[1]
+    return m * k * n
+
+
 # ops that matter for Mask2Former and that fvcore has no handle for
 EXTRA_FLOP_HANDLES = {
     "prim::PythonOp.MSDeformAttnFunction": ms_deform_attn_flop_jit,
@@ -67,6 +75,8 @@ EXTRA_FLOP_HANDLES = {
 }
 # their outputs are activations as much as a linear layer's
 EXTRA_ACTIVATION_HANDLES = {op: generic_activation_jit() for op in EXTRA_FLOP_HANDLES}
+# the post-processing's GEMMs write into slices of their outputs (``out=``)
+EXTRA_FLOP_HANDLES["aten::mm"] = mm_flop_jit
 
 
 def _quiet(analysis: JitModelAnalysis) -> JitModelAnalysis:
