@@ -4,6 +4,7 @@ import torch
 from torch.nn import functional as F
 
 from mask2former.modeling.postprocessing import (
+    argmax_over_first_dim,
     instance_inference,
     panoptic_inference,
     semantic_inference,
@@ -102,3 +103,10 @@ def test_instance_inference_thing_only_drops_stuff():
     thing = torch.tensor([True, False, True, False])
     inst = instance_inference(mask_cls, mask_pred, topk=24, thing_only=thing)
     assert len(inst) == 12 and thing[inst.pred_classes].all()
+
+
+def test_argmax_over_first_dim_equals_argmax_with_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (9, 13, 17), generator=g).float()  # many ties: the first max wins
+    assert torch.equal(argmax_over_first_dim(x), x.argmax(0))
+    assert torch.equal(argmax_over_first_dim(x[:1]), torch.zeros(13, 17, dtype=torch.long))

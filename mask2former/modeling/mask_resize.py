@@ -16,7 +16,7 @@ of the few full-resolution masks the other outputs need are taken from them. The
 the literal chain's up to float rounding (the weights are computed by the same ``interpolate``
 calls, applied to unit vectors).
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -48,14 +48,30 @@ def resize_matrix(
     return x.t().contiguous()
 
 
-def _columns_resize(x: torch.Tensor, padded: Optional[int], crop: int, out: int) -> torch.Tensor:
-    """(..., w) -> (..., out): the column chain applied with ``interpolate``."""
-    shape = x.shape[:-1]
-    x = x.reshape(-1, x.shape[-1])
-    if padded is not None:
-        x = _resize_1d(x, padded)
-    x = _resize_1d(x[:, :crop], out)
-    return x.reshape(*shape, out)
+def _bands(matrix: torch.Tensor, block: int) -> List[Tuple[int, int, int, int]]:
+    """
+    For an (O, I) resize matrix, the blocks of ``block`` outputs: (o0, o1, i0, i1) where inputs
+    [i0, i1) hold every non-zero weight of outputs [o0, o1). Bilinear weights are local, so a
+    block reads a narrow band of the input.
+    """
+    nonzero = matrix != 0
+    any_nonzero = nonzero.any(1)
+    first = torch.where(any_nonzero, nonzero.float().argmax(1), 0).tolist()
+    last = torch.where(any_nonzero, matrix.shape[1] - 1 - nonzero.flip(1).float().argmax(1), 0).tolist()
+    bands = []
+    for o0 in range(0, matrix.shape[0], block):
+        o1 = min(matrix.shape[0], o0 + block)
+        bands.append((o0, o1, min(first[o0:o1]), max(last[o0:o1]) + 1))
+    return bands
+
+
+def _resize_columns(x: torch.Tensor, col_matrix: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """(N, w) -> (N, W) = x @ col_matrix.T, one GEMM per block of output columns over the
+    band of input columns it reads."""
+    out = x.new_empty((x.shape[0], col_matrix.shape[0]))
+    for o0, o1, i0, i1 in _bands(col_matrix, block):
+        torch.mm(x[:, i0:i1], col_matrix[o0:o1, i0:i1].t(), out=out[:, o0:o1])
+    return out
 
 
 class QueryMaskOutputs(NamedTuple):
@@ -120,16 +136,12 @@ def query_mask_outputs(
             sem_seg.zero_()
         return QueryMaskOutputs(sem_seg, probs, positive)
 
-    # (h, Q, W): the columns resized once at the input's few rows, then the rows a block at a
-    # time with a GEMM over the band of input rows each block reads
-    by_row = _columns_resize(mask_pred.transpose(0, 1), pad_w, image_size[1], out_w).contiguous()
+    # (h, Q * W): the columns resized once, at the input's few rows; then the rows a block at a
+    # time, each block one GEMM over the band of input rows it reads
+    col_matrix = resize_matrix(w, pad_w, image_size[1], out_w, device, dtype)  # (W, w)
+    by_row = _resize_columns(mask_pred.transpose(0, 1).reshape(h * num_queries, w), col_matrix)
     by_row = by_row.view(h, num_queries * out_w)
-    nonzero = row_matrix != 0
-    first = torch.where(nonzero.any(1), nonzero.float().argmax(1), 0).tolist()
-    last = torch.where(nonzero.any(1), h - 1 - nonzero.flip(1).float().argmax(1), 0).tolist()
-    for y0 in range(0, out_h, rows_per_block):
-        y1 = min(out_h, y0 + rows_per_block)
-        j0, j1 = min(first[y0:y1]), max(last[y0:y1]) + 1
+    for y0, y1, j0, j1 in _bands(row_matrix, rows_per_block):
         block = torch.mm(row_matrix[y0:y1, j0:j1], by_row[j0:j1]).view(y1 - y0, num_queries, out_w)
         if positive is not None:
             torch.gt(block[:, positive_queries].transpose(0, 1), 0, out=positive[:, y0:y1])

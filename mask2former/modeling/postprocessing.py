@@ -47,6 +47,22 @@ def panoptic_queries(mask_cls: torch.Tensor, object_mask_threshold: float) -> to
     return _confident_queries(mask_cls, object_mask_threshold)[0]
 
 
+def argmax_over_first_dim(x: torch.Tensor) -> torch.Tensor:
+    """
+    ``x.argmax(0)`` for (N, H, W) maps, as a running maximum over the N maps: the same indices
+    (the first of equal maxima), but each step reads contiguous maps where PyTorch's CPU
+    reduction over a leading dimension strides through memory (about 4x slower measured at
+    17 x 533 x 800). Returns (H, W) int64.
+    """
+    best = x[0].clone()
+    index = torch.zeros(x.shape[1:], dtype=torch.long, device=x.device)
+    for i in range(1, x.shape[0]):
+        better = x[i] > best
+        torch.maximum(best, x[i], out=best)
+        index.masked_fill_(better, i)
+    return index
+
+
 def panoptic_inference(
     mask_cls: torch.Tensor,
     mask_pred: Optional[torch.Tensor],
@@ -83,7 +99,7 @@ def panoptic_inference(
         return panoptic_seg, segments_info
 
     cur_prob_masks = cur_scores.view(-1, 1, 1) * cur_masks
-    cur_mask_ids = cur_prob_masks.argmax(0)  # (H, W) index of the winning query
+    cur_mask_ids = argmax_over_first_dim(cur_prob_masks)  # (H, W) index of the winning query
     binary_masks = cur_masks >= 0.5
     # Whether the winning query's own mask covers the pixel.
     winner_covers = binary_masks.gather(0, cur_mask_ids[None])[0]
@@ -193,11 +209,13 @@ def instances_from_query_masks(
     Returns:
         Instances as :func:`instance_inference` describes.
     """
-    flat = binary_masks.flatten(1)
-    # mean mask probability inside the binary mask, (M,)
-    mask_scores = (mask_prob.flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+    # (M, HW) the binary masks as floats, converted once: the scores and pred_masks read them
+    flat = binary_masks.flatten(1).to(mask_prob.dtype)
+    # mean mask probability inside the binary mask, (M,): one dot product per mask
+    inside = torch.bmm(mask_prob.flatten(1)[:, None, :], flat[:, :, None]).view(-1)
+    mask_scores = inside / (flat.sum(1) + 1e-6)
     result = Instances(tuple(binary_masks.shape[-2:]))
-    result.pred_masks = binary_masks[instance_to_mask].float()
+    result.pred_masks = flat[instance_to_mask].view(-1, *binary_masks.shape[-2:])
     result.pred_boxes = Boxes(torch.zeros(len(labels), 4, device=binary_masks.device))
     result.scores = class_scores * mask_scores[instance_to_mask]
     result.pred_classes = labels
