@@ -222,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     text = "\n".join([
-        "## Inference (whole model, by stage)",
+        "## Inference (whole model, by stage)" + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads; device: {args.device}"
@@ -246,8 +246,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         table,
     ])
     if not args.no_write:
-        write_section("inference", text)
-        print("\nwrote the inference section of benchmarks/RESULTS.md")
+        # one section per allocator setting, so that a run with the other keeps this one's table
+        section = "inference" if args.malloc == "keep" else f"inference, --malloc {args.malloc}"
+        write_section(section, text)
+        print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":
