@@ -48,6 +48,17 @@ def random_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8).float()
 
 
+def make_synthetic_root(tmp_path_factory, prefix: str, num_train: int, num_val: int) -> str:
+    """A small synthetic dataset in a temporary folder, registered under ``prefix`` (each
+    test module its own, so registrations never clash); returns its root."""
+    from mask2former.data.synthetic import ensure_synthetic_dataset, register_all_synthetic
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    ensure_synthetic_dataset(root, num_train=num_train, num_val=num_val)
+    register_all_synthetic(root, prefix=prefix)
+    return root
+
+
 class LargestTensor(TorchDispatchMode):
     """Records the number of elements of the largest tensor any op creates while active."""
 

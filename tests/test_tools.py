@@ -20,6 +20,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_backbone, build_model
 
 from mask2former.modeling.pixel_decoder.ops.functions import extension_available
+from model_utils import make_synthetic_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_PANOPTIC = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
@@ -50,12 +51,7 @@ pq_tool = _tool("evaluate_pq_for_semantic_segmentation.py")
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    from mask2former.data.synthetic import ensure_synthetic_dataset, register_all_synthetic
-
-    root = str(tmp_path_factory.mktemp("datasets"))
-    ensure_synthetic_dataset(root, num_train=1, num_val=3)
-    register_all_synthetic(root, prefix=PREFIX)
-    return root
+    return make_synthetic_root(tmp_path_factory, PREFIX, num_train=1, num_val=3)
 
 
 def _cfg(config_file: str, *opts: str):

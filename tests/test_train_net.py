@@ -13,6 +13,7 @@ from detectron2.modeling import DatasetMapperTTA
 from detectron2.utils.env import seed_all_rng
 
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
+from model_utils import make_synthetic_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PANOPTIC_CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
@@ -105,14 +106,9 @@ def train_net():
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    from mask2former.data.synthetic import ensure_synthetic_dataset, register_all_synthetic
-
-    root = str(tmp_path_factory.mktemp("datasets"))
     # one training image: every iteration sees the same batch, so an interrupted run and an
     # uninterrupted one can be compared iteration by iteration
-    ensure_synthetic_dataset(root, num_train=1, num_val=2)
-    register_all_synthetic(root, prefix=PREFIX)
-    return root
+    return make_synthetic_root(tmp_path_factory, PREFIX, num_train=1, num_val=2)
 
 
 def _args(train_net, *opts, config=PANOPTIC_CONFIG, eval_only=False, resume=False):
