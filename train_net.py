@@ -32,16 +32,15 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import DatasetEvaluator, verify_results
-from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.solver import LRScheduler
 from detectron2.utils.logger import setup_logger
 
@@ -52,14 +51,14 @@ from mask2former.checkpoint import (
     Mask2FormerCheckpointer,
     load_model_weights,
 )
-from mask2former.config import add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.data.build import build_train_mapper
 from mask2former.data.dataset_mappers import MaskFormerTestDatasetMapper
 from mask2former.engine import NonFiniteLossError, ReliableTrainer
 from mask2former.evaluation import build_evaluator
 from mask2former.solver import build_lr_scheduler, build_optimizer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
-from mask2former.utils.config_merge import ConfigError, merge_config_file, merge_config_opts
+from mask2former.utils.config_merge import ConfigError
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
 
@@ -117,59 +116,6 @@ class Trainer(ReliableTrainer):
         ]
         res = cls.test(cfg, model, evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
-
-
-def _adapt_to_machine(cfg: CfgNode) -> List[str]:
-    """Settings that cannot work on this machine are changed; returns the warnings to log."""
-    notes = []
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        notes.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'")
-        cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
-        notes.append("SOLVER.AMP.ENABLED needs CUDA: mixed precision is disabled on the CPU")
-        cfg.SOLVER.AMP.ENABLED = False
-    if not cfg.MODEL.DEVICE.startswith("cuda"):
-        # torch's SyncBatchNorm refuses CPU tensors in distributed training; detectron2's
-        # naiveSyncBN all-reduces the statistics with any backend (plain BN in one process)
-        for key in ("RESNETS", "SEM_SEG_HEAD"):
-            if cfg.MODEL[key].NORM == "SyncBN":
-                notes.append(f"MODEL.{key}.NORM: SyncBN needs CUDA: using 'naiveSyncBN'")
-                cfg.MODEL[key].NORM = "naiveSyncBN"
-    return notes
-
-
-def build_config(args) -> Tuple[CfgNode, List[str]]:
-    """
-    The frozen config of ``args.config_file`` + ``args.opts``, and warnings about settings
-    changed to fit this machine.
-
-    Raises:
-        ConfigError: unknown key, bad value or missing file, named in a one-line message.
-    """
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    if args.config_file:
-        merge_config_file(cfg, args.config_file)
-    merge_config_opts(cfg, args.opts or [])
-    notes = _adapt_to_machine(cfg)
-    cfg.freeze()
-    return cfg, notes
-
-
-def build_config_or_exit(parser, args) -> CfgNode:
-    """
-    :func:`build_config` for command-line tools: a bad config ends the program through
-    ``parser.error`` (one line, exit code 2); settings changed for this machine are printed as
-    warnings.
-    """
-    try:
-        cfg, notes = build_config(args)
-    except ConfigError as e:
-        parser.error(str(e))
-    for note in notes:
-        print("warning:", note, file=sys.stderr)
-    return cfg
 
 
 def setup(args) -> CfgNode:

@@ -30,7 +30,7 @@ import tqdm
 from PIL import UnidentifiedImageError
 
 # `python demo/demo.py` puts demo/ first on sys.path, where "demo" is this file: the repository
-# root must come before it, for the `demo` package and for train_net
+# root must come before it, for the `demo` package and for `mask2former` (not installed)
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO_ROOT)
 
@@ -40,7 +40,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from demo.predictor import TASKS, DemoError, VisualizationDemo, choose_task  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
-from train_net import build_config  # noqa: E402
+from mask2former.config import build_config  # noqa: E402
 
 logger = logging.getLogger("demo")
 

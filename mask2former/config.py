@@ -1,5 +1,15 @@
-"""Config keys of Mask2Former, added on top of detectron2's (and DeepLab's) defaults."""
+"""Config keys of Mask2Former, added on top of detectron2's (and DeepLab's) defaults, and the
+config of a command line (file + opts, checked, adapted to the machine)."""
+import sys
+from typing import List, Tuple
+
+import torch
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+
+from .utils.config_merge import ConfigError, merge_config_file, merge_config_opts
 
 
 def add_maskformer2_config(cfg: CN) -> None:
@@ -87,3 +97,56 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.SWIN.PATCH_NORM = True
     cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.SWIN.USE_CHECKPOINT = False
+
+
+def _adapt_to_machine(cfg: CN) -> List[str]:
+    """Settings that cannot work on this machine are changed; returns the warnings to log."""
+    notes = []
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        notes.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: using 'cpu'")
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        notes.append("SOLVER.AMP.ENABLED needs CUDA: mixed precision is disabled on the CPU")
+        cfg.SOLVER.AMP.ENABLED = False
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        # torch's SyncBatchNorm refuses CPU tensors in distributed training; detectron2's
+        # naiveSyncBN all-reduces the statistics with any backend (plain BN in one process)
+        for key in ("RESNETS", "SEM_SEG_HEAD"):
+            if cfg.MODEL[key].NORM == "SyncBN":
+                notes.append(f"MODEL.{key}.NORM: SyncBN needs CUDA: using 'naiveSyncBN'")
+                cfg.MODEL[key].NORM = "naiveSyncBN"
+    return notes
+
+
+def build_config(args) -> Tuple[CN, List[str]]:
+    """
+    The frozen config of ``args.config_file`` + ``args.opts``, and warnings about settings
+    changed to fit this machine.
+
+    Raises:
+        ConfigError: unknown key, bad value or missing file, named in a one-line message.
+    """
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    if args.config_file:
+        merge_config_file(cfg, args.config_file)
+    merge_config_opts(cfg, args.opts or [])
+    notes = _adapt_to_machine(cfg)
+    cfg.freeze()
+    return cfg, notes
+
+
+def build_config_or_exit(parser, args) -> CN:
+    """
+    :func:`build_config` for command-line tools: a bad config ends the program through
+    ``parser.error`` (one line, exit code 2); settings changed for this machine are printed as
+    warnings.
+    """
+    try:
+        cfg, notes = build_config(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    for note in notes:
+        print("warning:", note, file=sys.stderr)
+    return cfg

@@ -55,7 +55,7 @@ def synthetic_root(tmp_path_factory):
 
 
 def _cfg(config_file: str, *opts: str):
-    from train_net import build_config
+    from mask2former.config import build_config
 
     args = default_argument_parser().parse_args(
         ["--config-file", config_file, "MODEL.DEVICE", "cpu", *opts]

@@ -37,7 +37,7 @@ from fvcore.nn import ActivationCountAnalysis, parameter_count_table  # noqa: E4
 from fvcore.nn.jit_analysis import JitModelAnalysis  # noqa: E402
 from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape  # noqa: E402
 
-from train_net import build_config_or_exit  # noqa: E402
+from mask2former.config import build_config_or_exit  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
 
 TASKS = ("flop", "activation", "parameter", "structure")

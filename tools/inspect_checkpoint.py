@@ -27,7 +27,7 @@ from mask2former.checkpoint import (  # noqa: E402
     inspect_model_weights,
 )
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
-from train_net import build_config  # noqa: E402
+from mask2former.config import build_config  # noqa: E402
 
 
 def _verdict(report: KeyReport) -> str:

@@ -27,7 +27,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from train_net import build_config_or_exit  # noqa: E402
+from mask2former.config import build_config_or_exit  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
 from mask2former.utils.visualization import instances_with_mask_boxes  # noqa: E402
 
