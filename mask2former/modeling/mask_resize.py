@@ -22,8 +22,10 @@ import torch
 from torch.nn import functional as F
 
 # Output rows per block are chosen so that a block's logits of every query take about this
-# many bytes: small enough to stay in a CPU's cache, large enough to keep the GEMMs efficient.
-_CPU_BLOCK_BYTES = 4 << 20
+# many bytes: on a CPU, small enough to stay in the cache and large enough to keep the GEMMs
+# efficient; on a GPU, few blocks (few kernel launches) while bounding the memory of a block
+# and its transposed copy, where the literal computation holds every row at once.
+_BLOCK_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
 
 
 def _resize_1d(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -103,8 +105,8 @@ def query_mask_outputs(
         prob_queries: (R,) query indices whose full-resolution mask probabilities are returned.
         positive_queries: (U,) query indices whose full-resolution binary masks (logits > 0)
             are returned.
-        rows_per_block: output rows per block; by default all rows on a GPU and about 4 MB of
-            logits per block on a CPU.
+        rows_per_block: output rows per block; by default about 4 MB of logits per block on a
+            CPU and 256 MB on a GPU.
     Returns:
         :class:`QueryMaskOutputs` at ``output_size``.
     """
@@ -114,10 +116,8 @@ def query_mask_outputs(
     device, dtype = mask_pred.device, mask_pred.dtype
     row_matrix = resize_matrix(h, pad_h, image_size[0], out_h, device, dtype)  # (H, h)
     if rows_per_block is None:
-        if device.type == "cuda":
-            rows_per_block = out_h
-        else:
-            rows_per_block = _CPU_BLOCK_BYTES // max(1, 4 * num_queries * out_w)
+        budget = _BLOCK_BYTES.get(device.type, _BLOCK_BYTES["cpu"])
+        rows_per_block = budget // max(1, mask_pred.element_size() * num_queries * out_w)
     rows_per_block = max(1, min(rows_per_block, out_h))
 
     sem_seg = probs = positive = None
