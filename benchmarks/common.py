@@ -7,7 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import torch
 
@@ -97,3 +97,31 @@ def run_worker(script: str, spec: Dict, cwd: str) -> Dict:
     if out.returncode != 0:
         raise RuntimeError(f"{os.path.basename(script)} worker failed for {spec}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def checkout_config(spec: Dict, config_file: str, opts: Sequence[str] = ()):
+    """
+    In a worker process: applies ``spec["malloc"]`` (CPU), makes ``spec["repo"]``'s
+    ``mask2former`` the one imported, sets ``spec["threads"]`` and returns that checkout's
+    config of ``config_file`` (a path inside the checkout) + ``opts`` on ``spec["device"]``,
+    with no weights.
+    """
+    if spec["device"] == "cpu":
+        set_malloc(spec.get("malloc", "default"))
+    sys.path.insert(0, spec["repo"])
+    torch.set_num_threads(spec["threads"])
+    from detectron2.config import get_cfg
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    import mask2former  # noqa: F401  (registers the components and datasets)
+    from mask2former import add_maskformer2_config
+
+    package = os.path.dirname(os.path.abspath(mask2former.__file__))
+    if package != os.path.join(os.path.abspath(spec["repo"]), "mask2former"):
+        raise RuntimeError(f"imported {package}, not the package of {spec['repo']}")
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(os.path.join(spec["repo"], config_file))
+    cfg.merge_from_list(["MODEL.DEVICE", spec["device"], "MODEL.WEIGHTS", "", *opts])
+    return cfg

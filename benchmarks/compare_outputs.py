@@ -24,26 +24,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_checkout(spec: Dict) -> None:
     """Worker: ``spec["repo"]``'s model on the images; saves the outputs to ``spec["out"]``."""
-    sys.path.insert(0, spec["repo"])
+    from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
+
+    cfg = checkout_config(spec, spec["config"], spec["opts"])
     import torch
 
-    torch.set_num_threads(spec["threads"])
     import detectron2.data.transforms as T
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
     from detectron2.data.detection_utils import read_image
     from detectron2.modeling import build_model
-    from detectron2.projects.deeplab import add_deeplab_config
 
-    import mask2former  # noqa: F401  (registers the components and datasets)
-    from mask2former import add_maskformer2_config
-
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(os.path.join(spec["repo"], spec["config"]))
-    cfg.merge_from_list(["MODEL.DEVICE", spec["device"], *spec["opts"]])
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(spec["weights"])
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)

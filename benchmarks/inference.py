@@ -71,31 +71,13 @@ def case_list(which: str) -> List[Dict]:
 # ------------------------------------------------------------------------------ worker
 def measure_case(spec: Dict) -> Dict:
     """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
-    from common import set_malloc  # this checkout's benchmarks/ (the script's directory)
+    from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
 
-    if spec["device"] == "cpu":
-        set_malloc(spec["malloc"])
-    sys.path.insert(0, spec["repo"])
+    cfg = checkout_config(spec, TASKS[(spec["task"], spec["backbone"])])
     import torch
-
-    torch.set_num_threads(spec["threads"])
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from detectron2.projects.deeplab import add_deeplab_config
 
-    import mask2former  # noqa: F401
-    from mask2former import add_maskformer2_config
-
-    assert os.path.dirname(os.path.abspath(mask2former.__file__)) == os.path.join(
-        os.path.abspath(spec["repo"]), "mask2former"
-    ), f"imported {mask2former.__file__}, not the package of {spec['repo']}"
     device = spec["device"]
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(os.path.join(spec["repo"], TASKS[(spec["task"], spec["backbone"])]))
-    cfg.MODEL.DEVICE = device
-    cfg.MODEL.WEIGHTS = ""
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     h, w = spec["size"]

@@ -17,12 +17,8 @@ import argparse
 import datetime
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 

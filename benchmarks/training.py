@@ -52,28 +52,15 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
 
 
 def measure(spec: Dict) -> Dict:
-    from common import set_malloc  # this checkout's benchmarks/ (the script's directory)
+    from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
 
-    if spec["device"] == "cpu":
-        set_malloc(spec["malloc"])
-    sys.path.insert(0, spec["repo"])
+    cfg = checkout_config(spec, spec["config"])
     import torch
-
-    torch.set_num_threads(spec["threads"])
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from detectron2.projects.deeplab import add_deeplab_config
 
-    from mask2former import add_maskformer2_config
     from mask2former.solver import build_optimizer
 
     device = spec["device"]
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(os.path.join(spec["repo"], spec["config"]))
-    cfg.MODEL.DEVICE = device
-    cfg.MODEL.WEIGHTS = ""
     torch.manual_seed(0)
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
