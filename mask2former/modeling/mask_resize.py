@@ -10,9 +10,11 @@ queries.
 
 Both bilinear resizes are separable, so the whole chain is one linear map per axis: an
 (H_out, h) matrix for the rows and a (W_out, w) one for the columns, with a few non-zeros per
-row. :func:`query_mask_outputs` applies them a block of output rows at a time, so a block's
-logits of every query stay in the cache while its sigmoid, its semantic scores and its rows
-of the few full-resolution masks the other outputs need are taken from them. The values equal
+row. :func:`query_mask_outputs` applies the column map once, to the input's few rows, and the
+row map a block of output rows at a time (each a GEMM over the band of input rows the block
+reads), so a block's logits of every query stay in the cache while its sigmoid, its semantic
+scores and its rows of the few full-resolution masks the other outputs need are taken from
+them. The values equal
 the literal chain's up to float rounding (the weights are computed by the same ``interpolate``
 calls, applied to unit vectors).
 """
