@@ -28,6 +28,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mask2former.config import build_config_or_exit  # noqa: E402
+from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
 from mask2former.checkpoint import load_model_weights  # noqa: E402
 from mask2former.utils.visualization import instances_with_mask_boxes  # noqa: E402
 
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = build_config_or_exit(parser, args)
+    keep_freed_memory_on_cpu(cfg.MODEL.DEVICE)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     metadata = MetadataCatalog.get(dataset)
     records = DatasetCatalog.get(dataset)[: args.num_images]

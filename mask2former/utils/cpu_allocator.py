@@ -11,9 +11,10 @@ blocks from its heap and keep up to ``trim_threshold`` bytes of freed memory the
 allocation. The peak memory is unchanged; what changes is that memory freed after the peak
 stays with the process (up to the threshold) instead of going back to the system.
 
-This is process-wide, so the library never calls it on its own: ``train_net.py`` and
-``demo/demo.py`` call it when they run on the CPU (set ``MASK2FORMER_KEEP_FREED_MEMORY=0`` to
-opt out), and your own program may call it once at start-up.
+This is process-wide, so the library never calls it on its own: ``train_net.py``,
+``demo/demo.py`` and ``tools/visualize_predictions.py`` call it when they run on the CPU (set
+``MASK2FORMER_KEEP_FREED_MEMORY=0`` to opt out), and your own program may call it once at
+start-up.
 """
 import ctypes
 import ctypes.util
