@@ -12,24 +12,17 @@ from torch.nn import functional as F
 from detectron2.structures import Boxes, Instances
 
 
-def semantic_inference(
-    mask_cls: torch.Tensor,
-    mask_pred: Optional[torch.Tensor],
-    mask_prob: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """
     Per-pixel class scores: sum over queries of class probability times mask probability.
+    ``MaskFormer`` computes the same sum a block of rows at a time
+    (:func:`~mask2former.modeling.mask_resize.query_mask_outputs`); this is the literal form.
 
-    Args:
-        mask_prob: optional (Q, H, W) ``mask_pred.sigmoid()``, when the caller already has it
-            (``mask_pred`` may then be None).
     Returns:
         (K, H, W) scores.
     """
     mask_cls = F.softmax(mask_cls, dim=-1)[..., :-1]
-    if mask_prob is None:
-        mask_prob = mask_pred.sigmoid()
-    return torch.einsum("qc,qhw->chw", mask_cls, mask_prob)
+    return torch.einsum("qc,qhw->chw", mask_cls, mask_pred.sigmoid())
 
 
 def _confident_queries(
