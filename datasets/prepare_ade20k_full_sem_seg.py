@@ -16,21 +16,19 @@ release), most frequent first (by number of training images). To reproduce anoth
 (e.g. that of published checkpoints), pass --categories FILE: a json list of {"name": ...} in
 train-id order, names as in index_ade20k.pkl's "objectnames".
 
-    python datasets/prepare_ade20k_full_sem_seg.py [--root DIR] [--workers N] [--max-short-side N]
+    python -m datasets.prepare_ade20k_full_sem_seg [--root DIR] [--workers N] [--max-short-side N]
 """
 import json
 import os
 import pickle
 import shutil
-import sys
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_common import make_parser, parallel_map, require, run_main  # noqa: E402
+from .prepare_common import make_parser, parallel_map, require, run_main
 
 FULL = "ADE20K_2021_17_01"
 SPLITS = ["training", "validation"]
