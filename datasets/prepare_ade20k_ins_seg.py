@@ -150,15 +150,12 @@ def convert_split(
     return out_file
 
 
-def add_category_arguments(parser) -> None:
-    """The two files of the instance categories (shared with prepare_ade20k_pan_seg)."""
-    parser.add_argument("--category-mapping", default=DEFAULT_CATEGORY_MAPPING, help="ade20k_instance_catid_mapping.txt")
-    parser.add_argument("--categories-json", default=DEFAULT_CATEGORIES_JSON, help="ade20k_instance_imgCatIds.json")
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0])
-    add_category_arguments(parser)
+    parser.add_argument(
+        "--category-mapping", default=DEFAULT_CATEGORY_MAPPING, help="ade20k_instance_catid_mapping.txt"
+    )
+    parser.add_argument("--categories-json", default=DEFAULT_CATEGORIES_JSON, help="ade20k_instance_imgCatIds.json")
     args = parser.parse_args(argv)
     class_map = instance_class_map(args.category_mapping)
     categories = instance_categories(args.categories_json, class_map)

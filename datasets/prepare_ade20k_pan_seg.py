@@ -133,7 +133,9 @@ def convert_split(root: str, split: str, dirname: str, workers: int, class_map: 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0])
-    parser.add_argument("--category-mapping", default=DEFAULT_CATEGORY_MAPPING, help="ade20k_instance_catid_mapping.txt")
+    parser.add_argument(
+        "--category-mapping", default=DEFAULT_CATEGORY_MAPPING, help="ade20k_instance_catid_mapping.txt"
+    )
     args = parser.parse_args(argv)
     class_map = instance_class_map(args.category_mapping)
     for split, dirname in SPLITS:

@@ -345,7 +345,8 @@ def test_ade20k_panoptic_and_instance_prepare_and_load(tmp_path):
     with open(tmp_path / "ADEChallengeData2016" / "ade20k_instance_val.json") as f:
         categories = json.load(f)["categories"]
     # category ids of the json = ADE20K-150 indices of the instance classes, as the metadata expects
-    assert {c["id"] for c in categories} == set(MetadataCatalog.get("ade20k_instance_val").thing_dataset_id_to_contiguous_id)
+    thing_ids = MetadataCatalog.get("ade20k_instance_val").thing_dataset_id_to_contiguous_id
+    assert {c["id"] for c in categories} == set(thing_ids)
 
 
 def test_ade20k_instance_category_mapping_errors(tmp_path):
@@ -358,9 +359,10 @@ def test_ade20k_instance_category_mapping_errors(tmp_path):
         prep.instance_class_map(str(tmp_path / "no_such_mapping.txt"))
 
 
-def test_ade20k_full_prepare_and_load(tmp_path):
+def _fake_ade_full(tmp_path, classes_per_split):
+    """Two 4x4 images per split: the split's first class on top, one of its others below left."""
     base = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE"
-    for split, prefix, classes in [("training", "ADE_train", (300, 5, 7)), ("validation", "ADE_val", (300, 5, 9))]:
+    for (split, prefix), classes in zip([("training", "ADE_train"), ("validation", "ADE_val")], classes_per_split):
         for i, extra in enumerate(classes[1:], start=1):
             folder = base / split / "scene"
             _save_jpg(str(folder / f"{prefix}_{i:08d}.jpg"), 4, 4)
@@ -369,7 +371,23 @@ def test_ade20k_full_prepare_and_load(tmp_path):
             raw[2:, :2] = extra
             seg = np.stack([raw // 256 * 10, raw % 256, np.zeros_like(raw)], -1).astype(np.uint8)
             Image.fromarray(seg).save(folder / f"{prefix}_{i:08d}_seg.png")
+
+
+def test_ade20k_full_prepare_with_the_published_classes(tmp_path):
+    table = load_metadata_table("ade20k_full_847")
+    wall, building = table[0]["id"] + 1, table[1]["id"] + 1  # pixel value = ADE20K object id + 1
+    absent = next(v for v in range(1, 4000) if v - 1 not in {c["id"] for c in table})
+    _fake_ade_full(tmp_path, [(wall, building, absent), (wall, building, absent)])
     _script("prepare_ade20k_full_sem_seg").main(["--root", str(tmp_path), "--workers", "1"])
+    with registered_at(tmp_path, register_all_ade20k_full):
+        dicts = DatasetCatalog.get("ade20k_full_sem_seg_train")
+    labels = [np.asarray(Image.open(d["sem_seg_file_name"])) for d in dicts]
+    assert [(int(x[0, 0]), int(x[3, 0]), int(x[3, 3])) for x in labels] == [(0, 1, 65535), (0, 65535, 65535)]
+
+
+def test_ade20k_full_prepare_classes_from_data_and_load(tmp_path):
+    _fake_ade_full(tmp_path, [(300, 5, 7), (300, 5, 9)])
+    _script("prepare_ade20k_full_sem_seg").main(["--root", str(tmp_path), "--workers", "1", "--classes-from-data"])
     with open(tmp_path / "ADE20K_2021_17_01" / "ade20k_full_categories.json") as f:
         cats = json.load(f)
     assert [(c["id"], c["raw_id"]) for c in cats] == [(0, 300), (1, 5)]  # in both splits, frequent first

@@ -73,7 +73,9 @@ def register_panoptic_dataset(
     fields are the ones the panoptic, semantic and (with ``instances_json``) instance
     evaluators read.
     """
-    paths = dict(image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json, sem_seg_root=sem_seg_root)
+    paths = dict(
+        image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json, sem_seg_root=sem_seg_root
+    )
     if instances_json is not None:
         paths["json_file"] = instances_json
     register_dataset(

@@ -70,7 +70,5 @@ def register_coco_panoptic_annos_sem_seg(
 
 def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:
     metadata = get_metadata()
-    for name, (image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json) in _PREDEFINED_SPLITS.items():
-        register_coco_panoptic_annos_sem_seg(
-            name, metadata, *(os.path.join(root, p) for p in (image_root, panoptic_root, panoptic_json, sem_seg_root, instances_json))
-        )
+    for name, paths in _PREDEFINED_SPLITS.items():
+        register_coco_panoptic_annos_sem_seg(name, metadata, *(os.path.join(root, p) for p in paths))

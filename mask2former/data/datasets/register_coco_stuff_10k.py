@@ -11,6 +11,9 @@ __all__ = ["register_all_coco_stuff_10k"]
 _SOURCE = DatasetSource("COCO-Stuff-10k", "prepare_coco_stuff_10k_sem_seg")
 
 
+_FOLDER = "coco/coco_stuff_10k"
+
+
 def register_all_coco_stuff_10k(root: str) -> None:
     categories = load_metadata_table("coco_stuff_171")
     metadata = {
@@ -18,11 +21,6 @@ def register_all_coco_stuff_10k(root: str) -> None:
         "stuff_dataset_id_to_contiguous_id": stuff_dataset_id_to_contiguous_id(categories),
     }
     for split in ("train", "test"):
-        folder = os.path.join(root, "coco", "coco_stuff_10k")
-        register_sem_seg_dataset(
-            f"coco_2017_{split}_stuff_10k_sem_seg",
-            os.path.join(folder, "images_detectron2", split),
-            os.path.join(folder, "annotations_detectron2", split),
-            _SOURCE,
-            metadata,
-        )
+        image_root = os.path.join(root, _FOLDER, "images_detectron2", split)
+        sem_seg_root = os.path.join(root, _FOLDER, "annotations_detectron2", split)
+        register_sem_seg_dataset(f"coco_2017_{split}_stuff_10k_sem_seg", image_root, sem_seg_root, _SOURCE, metadata)

@@ -40,7 +40,8 @@ def get_metadata() -> Dict[str, Any]:
     Mapillary Vistas panoptic metadata, as published: ``thing_classes`` lists all 65 classes
     (``thing_dataset_id_to_contiguous_id`` only the 37 things); dataset ids are 1..65.
     """
-    return get_panoptic_metadata(load_metadata_table("mapillary_vistas_65"), all_classes_are_thing_classes=True)
+    table = load_metadata_table("mapillary_vistas_65")
+    return get_panoptic_metadata(table, all_classes_are_thing_classes=True)
 
 
 def load_mapillary_vistas_panoptic_json(

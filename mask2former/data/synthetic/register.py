@@ -10,6 +10,7 @@ Names (with the default prefix "synthetic"), for split in {train, val}:
 """
 
 import os
+from functools import partial
 from typing import Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -88,38 +89,15 @@ def register_all_synthetic(root: Optional[str] = None, prefix: str = "synthetic"
     registered = []
     for split in SPLITS:
         p = _paths(root, split)
+        instance_name = f"{prefix}_instance_{split}"
+        panoptic = dict(meta, evaluator_type="coco_panoptic_seg", label_divisor=LABEL_DIVISOR, **p)
+        instance = dict(things, evaluator_type="coco", image_root=p["image_root"], json_file=p["json_file"])
+        semantic = dict(stuff, evaluator_type="sem_seg", image_root=p["image_root"], sem_seg_root=p["sem_seg_root"])
+        panoptic["ignore_label"] = semantic["ignore_label"] = IGNORE_LABEL
         entries = {
-            f"{prefix}_panoptic_{split}": (
-                lambda split=split: load_synthetic_panoptic(root, split),
-                dict(
-                    meta,
-                    evaluator_type="coco_panoptic_seg",
-                    ignore_label=IGNORE_LABEL,
-                    label_divisor=LABEL_DIVISOR,
-                    **p,
-                ),
-            ),
-            f"{prefix}_instance_{split}": (
-                lambda split=split, name=f"{prefix}_instance_{split}": _load_instances(
-                    root, split, name
-                ),
-                dict(
-                    things,
-                    evaluator_type="coco",
-                    image_root=p["image_root"],
-                    json_file=p["json_file"],
-                ),
-            ),
-            f"{prefix}_sem_seg_{split}": (
-                lambda split=split: _load_sem_seg(root, split),
-                dict(
-                    stuff,
-                    evaluator_type="sem_seg",
-                    ignore_label=IGNORE_LABEL,
-                    image_root=p["image_root"],
-                    sem_seg_root=p["sem_seg_root"],
-                ),
-            ),
+            f"{prefix}_panoptic_{split}": (partial(load_synthetic_panoptic, root, split), panoptic),
+            instance_name: (partial(_load_instances, root, split, instance_name), instance),
+            f"{prefix}_sem_seg_{split}": (partial(_load_sem_seg, root, split), semantic),
         }
         for name, (loader, metadata) in entries.items():
             if name in DatasetCatalog.list():
