@@ -159,6 +159,31 @@ def test_metadata_tables():
         load_metadata_table("no_such_table")
 
 
+def test_bad_metadata_table_names_the_file(tmp_path, monkeypatch):
+    from mask2former.data.datasets import metadata_tables
+
+    monkeypatch.setattr(metadata_tables, "METADATA_DIR", str(tmp_path))
+    (tmp_path / "bad_color_categories.json").write_text('[{"id": 1, "name": "a", "color": [0, 0, 256]}]')
+    (tmp_path / "same_id_categories.json").write_text('[{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]')
+    with pytest.raises(ValueError, match="bad_color_categories.json: entry 0 .'a'. has a bad color"):
+        load_metadata_table("bad_color")
+    with pytest.raises(ValueError, match="same_id_categories.json: duplicate category ids"):
+        load_metadata_table("same_id")
+
+
+def test_one_rule_from_thing_id_to_contiguous_id():
+    from mask2former.data.datasets.builtin_meta import thing_dataset_id_to_contiguous_id
+    from mask2former.data.synthetic import load_synthetic_categories, synthetic_metadata
+
+    # a thing's contiguous id is its position among all classes of its table
+    categories = [{"id": 5, "isthing": 0}, {"id": 9, "isthing": 1}, {"id": 2, "isthing": 1}]
+    assert thing_dataset_id_to_contiguous_id(categories) == {9: 1, 2: 2}
+    synthetic = synthetic_metadata()["thing_dataset_id_to_contiguous_id"]
+    assert synthetic == thing_dataset_id_to_contiguous_id(load_synthetic_categories())
+    ade = MetadataCatalog.get("ade20k_panoptic_val").thing_dataset_id_to_contiguous_id
+    assert ade == thing_dataset_id_to_contiguous_id(load_metadata_table("ade20k_150"))
+
+
 def test_check_num_classes():
     check_num_classes(["ade20k_sem_seg_train", "ade20k_sem_seg_val"], 150, "semantic")
     check_num_classes(["ade20k_instance_train"], 100, "instance")
