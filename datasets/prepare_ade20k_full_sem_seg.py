@@ -11,26 +11,27 @@ Writes  ADE20K_2021_17_01/images_detectron2/{training,validation}/<name>.jpg
         ADE20K_2021_17_01/ade20k_full_categories.json
             ([{"id": train id, "name", "raw_id", "train_images"}], the names of the classes)
 
-The classes are those present in both the training and the validation split (847 on the full
-release), most frequent first (by number of training images). To reproduce another class order
-(e.g. that of published checkpoints), pass --categories FILE: a json list of {"name": ...} in
-train-id order, names as in index_ade20k.pkl's "objectnames".
+The classes are the 847 of the published table (mask2former's "ade20k_full_847" table, the
+registered metadata): a pixel of value v (0 = unlabeled) is ADE20K object id v - 1, written as
+that class's "trainId", or 65535 if the class is not in the table. --classes-from-data selects
+instead the classes present in both the training and the validation split, most frequent first
+(by number of training images); with it, --categories FILE imposes a class order: a json list of
+{"name": ...} in train-id order, names as in index_ade20k.pkl's "objectnames".
 
-    python datasets/prepare_ade20k_full_sem_seg.py [--root DIR] [--workers N] [--max-short-side N]
+    python -m datasets.prepare_ade20k_full_sem_seg [--root DIR] [--workers N] [--max-short-side N]
+        [--classes-from-data [--categories FILE]]
 """
 import json
 import os
 import pickle
 import shutil
-import sys
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_common import make_parser, parallel_map, require, run_main  # noqa: E402
+from .prepare_common import load_metadata_table, make_parser, parallel_map, require, run_main
 
 FULL = "ADE20K_2021_17_01"
 SPLITS = ["training", "validation"]
@@ -108,10 +109,19 @@ def select_classes(
     ]
 
 
+def published_classes() -> List[Dict]:
+    """The published 847 classes: train id, name and pixel value ("raw_id" = ADE20K object id + 1)."""
+    table = load_metadata_table("ade20k_full_847")
+    if [c["trainId"] for c in table] != list(range(len(table))):
+        raise ValueError("the ade20k_full_847 table must list its classes in trainId order")
+    return [{"id": c["trainId"], "name": c["name"], "raw_id": c["id"] + 1} for c in table]
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0])
     parser.add_argument("--max-short-side", type=int, default=0, help="downscale larger images (0: keep)")
-    parser.add_argument("--categories", default=None, help="json list of class names in train-id order")
+    parser.add_argument("--classes-from-data", action="store_true", help="classes of both splits, not the table")
+    parser.add_argument("--categories", default=None, help="with --classes-from-data: json list of class names")
     args = parser.parse_args(argv)
 
     samples, counts = {}, {}
@@ -124,7 +134,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         present = parallel_map(_present, [seg for _, seg in samples[split]], args.workers)
         counts[split] = Counter(c for ids in present for c in ids)
 
-    categories = select_classes(counts, load_object_names(args.root), args.categories)
+    if args.classes_from_data:
+        categories = select_classes(counts, load_object_names(args.root), args.categories)
+    else:
+        categories = [dict(c, train_images=counts["training"][c["raw_id"]]) for c in published_classes()]
     if len(categories) != EXPECTED_NUM_CLASSES:
         print(f"note: {len(categories)} classes selected (the full release gives {EXPECTED_NUM_CLASSES})")
     raw_ids = set(counts["training"]) | set(counts["validation"]) | {c["raw_id"] for c in categories}

@@ -5,7 +5,7 @@ Make ADE20K panoptic annotations (COCO panoptic format, 150 classes, 100 things)
 Reads   ADEChallengeData2016/images/{training,validation}/*.jpg
         ADEChallengeData2016/annotations/{training,validation}/*.png          (semantic, 0..150)
         ADEChallengeData2016/annotations_instance/{training,validation}/*.png (see
-            prepare_ade20k_ins_seg.py for their format and --category-mapping)
+            prepare_ade20k_ins_seg for their format and --category-mapping)
 Writes  ADEChallengeData2016/ade20k_panoptic_{train,val}/*.png  (segment id = R + 256 G + 256^2 B)
         ADEChallengeData2016/ade20k_panoptic_{train,val}.json   (category ids = 0-based
             ADE20K-150 class index; image ids shared with the instance json)
@@ -17,19 +17,17 @@ classes that no instance covers stay void (0).
 The registered "ade20k_panoptic_*" datasets also need the semantic maps of
 datasets/prepare_ade20k_sem_seg.py and the instance json of datasets/prepare_ade20k_ins_seg.py.
 
-    python datasets/prepare_ade20k_pan_seg.py [--root DIR] [--workers N] [--category-mapping FILE]
+    python -m datasets.prepare_ade20k_pan_seg [--root DIR] [--workers N] [--category-mapping FILE]
 """
 import json
 import os
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_ade20k_ins_seg import ADE, SPLITS, instance_class_map, read_instances  # noqa: E402
-from prepare_common import (  # noqa: E402
+from .prepare_ade20k_ins_seg import ADE, DEFAULT_CATEGORY_MAPPING, SPLITS, instance_class_map, read_instances
+from .prepare_common import (
     bbox_xywh,
     id2rgb,
     image_ids_from_stems,
@@ -135,7 +133,9 @@ def convert_split(root: str, split: str, dirname: str, workers: int, class_map: 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = make_parser(__doc__.strip().splitlines()[0])
-    parser.add_argument("--category-mapping", default=None, help="instance class -> ADE20K-150 class file")
+    parser.add_argument(
+        "--category-mapping", default=DEFAULT_CATEGORY_MAPPING, help="ade20k_instance_catid_mapping.txt"
+    )
     args = parser.parse_args(argv)
     class_map = instance_class_map(args.category_mapping)
     for split, dirname in SPLITS:

@@ -6,17 +6,15 @@ Reads   ADEChallengeData2016/annotations/{training,validation}/*.png   (0 = othe
 Writes  ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png
         (uint8, class c -> c - 1 in [0, 150), "other" 0 -> 255 = ignore)
 
-    python datasets/prepare_ade20k_sem_seg.py [--root DIR] [--workers N]
+    python -m datasets.prepare_ade20k_sem_seg [--root DIR] [--workers N]
 """
 import os
-import sys
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_common import list_files, make_parser, parallel_map, require, run_main  # noqa: E402
+from .prepare_common import list_files, make_parser, parallel_map, require, run_main
 
 NUM_CLASSES = 150
 IGNORE_LABEL = 255

@@ -9,18 +9,16 @@ Writes  coco/panoptic_semseg_{split}/*.png: uint8, pixel = contiguous class id i
 
 These are the "sem_seg_file_name" of "coco_2017_{train,val}_panoptic_with_sem_seg".
 
-    python datasets/prepare_coco_semantic_annos_from_panoptic_annos.py [--root DIR] [--workers N]
+    python -m datasets.prepare_coco_semantic_annos_from_panoptic_annos [--root DIR] [--workers N]
 """
 import json
 import os
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_common import make_parser, parallel_map, require, rgb2id, run_main  # noqa: E402
+from .prepare_common import make_parser, parallel_map, require, rgb2id, run_main
 
 IGNORE_LABEL = 255
 

@@ -10,18 +10,16 @@ Writes  coco/coco_stuff_10k/images_detectron2/{train,test}/*.jpg
             (uint8 train ids in [0, 171): the order of the coco_stuff_171 table; 255 = ignore,
             for unlabeled pixels and the 11 COCO ids without a class)
 
-    python datasets/prepare_coco_stuff_10k_sem_seg.py [--root DIR] [--workers N]
+    python -m datasets.prepare_coco_stuff_10k_sem_seg [--root DIR] [--workers N]
 """
 import os
 import shutil
-import sys
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_common import load_metadata_table, make_parser, parallel_map, require, run_main  # noqa: E402
+from .prepare_common import load_metadata_table, make_parser, parallel_map, require, run_main
 
 IGNORE_LABEL = 255
 

@@ -1,11 +1,12 @@
 """
 Helpers shared by the datasets/prepare_*.py scripts (not a script itself).
 
-The scripts take the dataset root from --root, defaulting to $DETECTRON2_DATASETS or
-"datasets", like detectron2 and mask2former.data.datasets.builtin.
+The scripts run as modules from the repository root, ``python -m datasets.prepare_...``, and
+read the class tables from the installed ``mask2former`` package. They take the dataset root
+from --root, defaulting to $DETECTRON2_DATASETS or "datasets", like detectron2 and
+mask2former.data.datasets.builtin.
 """
 import argparse
-import importlib.util
 import multiprocessing as mp
 import os
 import sys
@@ -13,18 +14,27 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TABLES_MODULE = os.path.join(REPO_ROOT, "mask2former", "data", "datasets", "metadata_tables.py")
+from mask2former.data.datasets.catalog import datasets_root
+from mask2former.data.datasets.metadata_tables import load_metadata_table
 
-
-def default_root() -> str:
-    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+__all__ = [
+    "load_metadata_table",
+    "make_parser",
+    "require",
+    "parallel_map",
+    "list_files",
+    "rgb2id",
+    "id2rgb",
+    "bbox_xywh",
+    "image_ids_from_stems",
+    "run_main",
+]
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "--root", default=default_root(), help="dataset root (default: $DETECTRON2_DATASETS or ./datasets)"
+        "--root", default=datasets_root(), help="dataset root (default: $DETECTRON2_DATASETS or ./datasets)"
     )
     parser.add_argument(
         "--workers", type=int, default=max(1, mp.cpu_count()), help="worker processes (1: no pool)"
@@ -69,18 +79,6 @@ def bbox_xywh(mask: np.ndarray) -> List[int]:
     ys, xs = np.nonzero(mask)
     x0, y0 = int(xs.min()), int(ys.min())
     return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-
-
-def load_metadata_table(name: str) -> List[Dict[str, Any]]:
-    """
-    The package's class table ``name`` (mask2former/data/datasets/metadata/<name>.json), read
-    by the package's own loader module, loaded by file path so that the scripts need neither
-    torch nor detectron2.
-    """
-    spec = importlib.util.spec_from_file_location("_m2f_metadata_tables", _TABLES_MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_metadata_table(name)
 
 
 def image_ids_from_stems(stems: Iterable[str]) -> Dict[str, int]:

@@ -6,32 +6,36 @@ import contextlib
 import importlib
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_sem_seg
+from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES, COCO_CATEGORIES
 
 import mask2former.data.datasets  # noqa: F401  (registers the datasets)
+from mask2former.data.dataset_mappers import MaskFormerPanopticDatasetMapper
 from mask2former.data.datasets import builtin, check_num_classes, load_metadata_table
-from mask2former.data.datasets.register_ade20k import (
-    register_all_ade20k_full,
-    register_all_ade20k_instance,
-    register_all_ade20k_panoptic,
-    register_all_ade20k_semantic,
-)
-from mask2former.data.datasets.register_coco import register_all_coco_panoptic, register_all_coco_stuff_10k
+from mask2former.data.datasets.register_ade20k_full import register_all_ade20k_full
+from mask2former.data.datasets.register_ade20k_instance import register_all_ade20k_instance
+from mask2former.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
+from mask2former.data.datasets.register_coco_panoptic_annos_semseg import register_all_coco_panoptic_annos_sem_seg
+from mask2former.data.datasets.register_coco_stuff_10k import register_all_coco_stuff_10k
 from mask2former.data.datasets.register_mapillary_vistas import register_all_mapillary_vistas
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "datasets"))
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "datasets")
+INSTANCE_CATEGORY_FILES = [
+    "--category-mapping", os.path.join(REFERENCE, "ade20k_instance_catid_mapping.txt"),
+    "--categories-json", os.path.join(REFERENCE, "ade20k_instance_imgCatIds.json"),
+]
 
 
 def _script(name):
-    return importlib.import_module(name)
+    """A preparation script, imported as ``python -m datasets.<name>`` runs it."""
+    return importlib.import_module("datasets." + name)
 
 
 @contextlib.contextmanager
@@ -63,14 +67,10 @@ def test_builtin_names_registered(name, evaluator_type):
 @pytest.mark.parametrize(
     "name,num_stuff,num_things",
     [
-        ("coco_2017_train_panoptic", 133, 80),
-        ("coco_2017_val_panoptic", 133, 80),
         ("coco_2017_train_panoptic_with_sem_seg", 133, 80),
         ("coco_2017_val_panoptic_with_sem_seg", 133, 80),
         ("coco_2017_train_stuff_10k_sem_seg", 171, None),
         ("coco_2017_test_stuff_10k_sem_seg", 171, None),
-        ("ade20k_sem_seg_train", 150, None),
-        ("ade20k_sem_seg_val", 150, None),
         ("ade20k_full_sem_seg_train", 847, None),
         ("ade20k_panoptic_train", 150, 100),
         ("ade20k_panoptic_val", 150, 100),
@@ -80,6 +80,8 @@ def test_builtin_names_registered(name, evaluator_type):
         ("mapillary_vistas_panoptic_val", 65, None),
         # detectron2's own registrations that the reference configs use
         ("coco_2017_train", None, 80),
+        ("ade20k_sem_seg_train", 150, None),
+        ("ade20k_sem_seg_val", 150, None),
         ("cityscapes_fine_sem_seg_train", 19, None),
         ("cityscapes_fine_instance_seg_train", None, 8),
         ("cityscapes_fine_panoptic_train", 19, None),  # detectron2 lists all 19 as thing_classes
@@ -98,7 +100,7 @@ def test_class_counts(name, num_stuff, num_things):
 
 
 def test_panoptic_id_maps():
-    panoptic = [("coco_2017_train_panoptic", 133), ("ade20k_panoptic_val", 150),
+    panoptic = [("coco_2017_train_panoptic_with_sem_seg", 133), ("ade20k_panoptic_val", 150),
                 ("mapillary_vistas_panoptic_train", 65)]
     for name, n in panoptic:
         meta = MetadataCatalog.get(name)
@@ -107,7 +109,10 @@ def test_panoptic_id_maps():
         thing_map = meta.thing_dataset_id_to_contiguous_id
         # a thing's contiguous id is its position among all classes
         assert all(stuff_map[k] == v for k, v in thing_map.items())
-        assert [meta.stuff_classes[v] for v in thing_map.values()] == list(meta.thing_classes)
+        if name.startswith("mapillary"):  # published as is: every class listed as a thing class
+            assert meta.thing_classes == meta.stuff_classes and len(thing_map) == 37
+        else:
+            assert [meta.stuff_classes[v] for v in thing_map.values()] == list(meta.thing_classes)
     assert len(MetadataCatalog.get("cityscapes_fine_panoptic_val").thing_dataset_id_to_contiguous_id) == 8
     coco = MetadataCatalog.get("coco_2017_val_panoptic_with_sem_seg")
     assert coco.thing_dataset_id_to_contiguous_id[1] == 0 and coco.thing_classes[0] == "person"
@@ -115,18 +120,68 @@ def test_panoptic_id_maps():
     assert coco.label_divisor == 1000 and coco.ignore_label == 255
 
 
+def test_detectron2_names_stay_detectron2s():
+    # Mask2Former's configs train on detectron2's own "coco_2017_train_panoptic" and
+    # "ade20k_sem_seg_*": this package must leave their loaders and metadata as they are.
+    for name in ("coco_2017_train_panoptic", "coco_2017_val_panoptic", "ade20k_sem_seg_train", "ade20k_sem_seg_val"):
+        assert DatasetCatalog[name].__module__.startswith("detectron2."), name
+    coco = MetadataCatalog.get("coco_2017_val_panoptic")
+    assert coco.thing_classes == [c["name"] for c in COCO_CATEGORIES]  # detectron2 lists all 133
+    assert len(coco.thing_dataset_id_to_contiguous_id) == 80 and len(coco.stuff_dataset_id_to_contiguous_id) == 53
+    ade = MetadataCatalog.get("ade20k_sem_seg_val")
+    assert ade.stuff_classes == ADE20K_SEM_SEG_CATEGORIES and not hasattr(ade, "stuff_colors")
+
+
+@pytest.mark.parametrize("table", ["ade20k_150", "ade20k_full_847", "ade20k_instance_100", "coco_stuff_171",
+                                   "mapillary_vistas_65"])
+def test_metadata_tables_are_the_published_ones(table):
+    with open(os.path.join(REFERENCE, f"{table}_categories.json")) as f:
+        assert load_metadata_table(table) == json.load(f)
+
+
 def test_metadata_tables():
     ade = load_metadata_table("ade20k_150")
     assert [c["name"] for c in ade] == list(ADE20K_SEM_SEG_CATEGORIES)
     assert sum(c["isthing"] for c in ade) == 100
+    assert [(ade[i]["name"], ade[i]["isthing"]) for i in (17, 138)] == [("plant", 0), ("trash can", 1)]
+    instance = load_metadata_table("ade20k_instance_100")
+    assert [c["id"] for c in instance] == [c["id"] for c in ade if c["isthing"]]
+    full = [c["name"] for c in load_metadata_table("ade20k_full_847")]
+    assert len(full) == 847 == len(set(full))
     stuff = load_metadata_table("coco_stuff_171")
-    assert len(stuff) == 171 and sum(c["isthing"] for c in stuff) == 80
-    assert [c["id"] for c in stuff if c["isthing"]] == [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
-    assert [c["id"] for c in stuff if not c["isthing"]] == list(range(92, 183))
+    assert len(stuff) == 171 and sum(c.get("isthing", 0) for c in stuff) == 80
+    assert [c["id"] for c in stuff if c.get("isthing")] == [c["id"] for c in COCO_CATEGORIES if c["isthing"]]
+    assert [c["id"] for c in stuff if not c.get("isthing")] == list(range(92, 183))
     assert len(load_metadata_table("mapillary_vistas_65")) == 65
+    assert sum(c["isthing"] for c in load_metadata_table("mapillary_vistas_65")) == 37
     assert MetadataCatalog.get("ade20k_instance_val").thing_dataset_id_to_contiguous_id[7] == 0  # bed
     with pytest.raises(FileNotFoundError, match="no_such_table"):
         load_metadata_table("no_such_table")
+
+
+def test_bad_metadata_table_names_the_file(tmp_path, monkeypatch):
+    from mask2former.data.datasets import metadata_tables
+
+    monkeypatch.setattr(metadata_tables, "METADATA_DIR", str(tmp_path))
+    (tmp_path / "bad_color_categories.json").write_text('[{"id": 1, "name": "a", "color": [0, 0, 256]}]')
+    (tmp_path / "same_id_categories.json").write_text('[{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]')
+    with pytest.raises(ValueError, match="bad_color_categories.json: entry 0 .'a'. has a bad color"):
+        load_metadata_table("bad_color")
+    with pytest.raises(ValueError, match="same_id_categories.json: duplicate category ids"):
+        load_metadata_table("same_id")
+
+
+def test_one_rule_from_thing_id_to_contiguous_id():
+    from mask2former.data.datasets.builtin_meta import thing_dataset_id_to_contiguous_id
+    from mask2former.data.synthetic import load_synthetic_categories, synthetic_metadata
+
+    # a thing's contiguous id is its position among all classes of its table
+    categories = [{"id": 5, "isthing": 0}, {"id": 9, "isthing": 1}, {"id": 2, "isthing": 1}]
+    assert thing_dataset_id_to_contiguous_id(categories) == {9: 1, 2: 2}
+    synthetic = synthetic_metadata()["thing_dataset_id_to_contiguous_id"]
+    assert synthetic == thing_dataset_id_to_contiguous_id(load_synthetic_categories())
+    ade = MetadataCatalog.get("ade20k_panoptic_val").thing_dataset_id_to_contiguous_id
+    assert ade == thing_dataset_id_to_contiguous_id(load_metadata_table("ade20k_150"))
 
 
 def test_check_num_classes():
@@ -172,21 +227,20 @@ def test_check_config_num_classes(train, test, num_classes, flags):
 @pytest.mark.parametrize(
     "name,folder,script",
     [
-        ("ade20k_sem_seg_train", "ADEChallengeData2016/images/training", "prepare_ade20k_sem_seg.py"),
         ("ade20k_full_sem_seg_val", "ADE20K_2021_17_01/images_detectron2/validation",
-         "prepare_ade20k_full_sem_seg.py"),
-        ("ade20k_panoptic_val", "ADEChallengeData2016/images/validation", "prepare_ade20k_pan_seg.py"),
-        ("ade20k_instance_train", "ADEChallengeData2016/images/training", "prepare_ade20k_ins_seg.py"),
-        ("coco_2017_val_panoptic_with_sem_seg", "coco/val2017", "prepare_coco_semantic_annos_from_panoptic_annos.py"),
+         "python -m datasets.prepare_ade20k_full_sem_seg"),
+        ("ade20k_panoptic_val", "ADEChallengeData2016/images/validation", "python -m datasets.prepare_ade20k_pan_seg"),
+        ("ade20k_instance_train", "ADEChallengeData2016/images/training", "python -m datasets.prepare_ade20k_ins_seg"),
+        ("coco_2017_val_panoptic_with_sem_seg", "coco/val2017",
+         "python -m datasets.prepare_coco_semantic_annos_from_panoptic_annos"),
         ("coco_2017_train_stuff_10k_sem_seg", "coco/coco_stuff_10k/images_detectron2/train",
-         "prepare_coco_stuff_10k_sem_seg.py"),
+         "python -m datasets.prepare_coco_stuff_10k_sem_seg"),
         ("mapillary_vistas_sem_seg_train", "mapillary_vistas/training/images", "README.md"),
     ],
 )
 def test_missing_dataset_error(tmp_path, name, folder, script):
-    families = [register_all_ade20k_semantic, register_all_ade20k_full, register_all_ade20k_panoptic,
-                register_all_ade20k_instance, register_all_coco_panoptic, register_all_coco_stuff_10k,
-                register_all_mapillary_vistas]
+    families = [register_all_ade20k_full, register_all_ade20k_panoptic, register_all_ade20k_instance,
+                register_all_coco_panoptic_annos_sem_seg, register_all_coco_stuff_10k, register_all_mapillary_vistas]
     with registered_at(tmp_path, *families):
         with pytest.raises(FileNotFoundError) as e:
             DatasetCatalog.get(name)
@@ -232,13 +286,22 @@ def test_coco_semantic_from_panoptic(tmp_path):
     expected[1:3, 1:3] = 0  # person
     assert sem.dtype == np.uint8 and np.array_equal(sem, expected)
 
-    with registered_at(tmp_path, register_all_coco_panoptic):
+    with registered_at(tmp_path, register_all_coco_panoptic_annos_sem_seg):
         dicts = DatasetCatalog.get("coco_2017_val_panoptic_with_sem_seg")
-        plain = DatasetCatalog.get("coco_2017_val_panoptic")
+    # what detectron2's own "coco_2017_val_panoptic" loads from the same files
+    plain = load_coco_panoptic_json(
+        str(tmp_path / "coco" / "annotations" / "panoptic_val2017.json"), str(tmp_path / "coco" / "val2017"),
+        str(tmp_path / "coco" / "panoptic_val2017"), MetadataCatalog.get("coco_2017_val_panoptic").as_dict(),
+    )
     assert [d["image_id"] for d in dicts] == [139, 285]
     assert all(os.path.isfile(d["sem_seg_file_name"]) and os.path.isfile(d["file_name"]) for d in dicts)
     assert [(s["category_id"], s["isthing"]) for s in dicts[0]["segments_info"]] == [(0, True), (wall, False)]
     assert "sem_seg_file_name" not in plain[0] and plain[0]["segments_info"] == dicts[0]["segments_info"]
+    # the training mapper of the COCO panoptic configs takes detectron2's dicts as they are
+    mapper = MaskFormerPanopticDatasetMapper(augmentations=[], image_format="RGB", num_classes=133)
+    out = mapper(plain[1])
+    assert out["instances"].gt_classes.tolist() == [0, wall]
+    assert out["sem_seg"][2, 2].item() == 0 and out["sem_seg"][0, 0].item() == 255
 
 
 # ---------------------------------------------------------------- ADE20K
@@ -275,8 +338,9 @@ def test_ade20k_semantic_prepare_and_load(tmp_path):
     raw = np.array([[0, 1, 150]], np.uint8)
     assert _script("prepare_ade20k_sem_seg").shift_labels(raw).tolist() == [[255, 0, 149]]
 
-    with registered_at(tmp_path, register_all_ade20k_semantic):
-        dicts = DatasetCatalog.get("ade20k_sem_seg_train")
+    # "ade20k_sem_seg_train" is detectron2's registration: its loader, on the prepared folders
+    image_dir = tmp_path / "ADEChallengeData2016" / "images" / "training"
+    dicts = load_sem_seg(str(out_dir), str(image_dir), gt_ext="png", image_ext="jpg")
     assert len(dicts) == 2
     assert dicts[0]["file_name"].endswith("images/training/ADE_train_00000001.jpg")
     assert dicts[0]["sem_seg_file_name"].endswith("annotations_detectron2/training/ADE_train_00000001.png")
@@ -286,8 +350,8 @@ def test_ade20k_panoptic_and_instance_prepare_and_load(tmp_path):
     _fake_ade(tmp_path)
     root = ["--root", str(tmp_path), "--workers", "1"]
     _script("prepare_ade20k_sem_seg").main(root)
-    _script("prepare_ade20k_pan_seg").main(root)
-    _script("prepare_ade20k_ins_seg").main(root)
+    _script("prepare_ade20k_pan_seg").main(root + INSTANCE_CATEGORY_FILES[:2])
+    _script("prepare_ade20k_ins_seg").main(root + INSTANCE_CATEGORY_FILES)
 
     with registered_at(tmp_path, register_all_ade20k_panoptic, register_all_ade20k_instance):
         pan = DatasetCatalog.get("ade20k_panoptic_val")
@@ -303,11 +367,27 @@ def test_ade20k_panoptic_and_instance_prepare_and_load(tmp_path):
     # instance model: contiguous ids over the 100 thing classes; same image ids as panoptic
     assert [d["image_id"] for d in ins] == [d["image_id"] for d in pan]
     assert sorted(a["category_id"] for a in ins[0]["annotations"]) == [0, 99, 99]
+    with open(tmp_path / "ADEChallengeData2016" / "ade20k_instance_val.json") as f:
+        categories = json.load(f)["categories"]
+    # category ids of the json = ADE20K-150 indices of the instance classes, as the metadata expects
+    thing_ids = MetadataCatalog.get("ade20k_instance_val").thing_dataset_id_to_contiguous_id
+    assert {c["id"] for c in categories} == set(thing_ids)
 
 
-def test_ade20k_full_prepare_and_load(tmp_path):
+def test_ade20k_instance_category_mapping_errors(tmp_path):
+    prep = _script("prepare_ade20k_ins_seg")
+    bad = tmp_path / "mapping.txt"
+    bad.write_text("header\n1 8 165\n1 9 3055\n")
+    with pytest.raises(ValueError, match="mapping.txt:3: instance class 1 maps to ADE20K-150 class 9"):
+        prep.instance_class_map(str(bad))
+    with pytest.raises(FileNotFoundError, match="no_such_mapping.txt"):
+        prep.instance_class_map(str(tmp_path / "no_such_mapping.txt"))
+
+
+def _fake_ade_full(tmp_path, classes_per_split):
+    """Two 4x4 images per split: the split's first class on top, one of its others below left."""
     base = tmp_path / "ADE20K_2021_17_01" / "images" / "ADE"
-    for split, prefix, classes in [("training", "ADE_train", (300, 5, 7)), ("validation", "ADE_val", (300, 5, 9))]:
+    for (split, prefix), classes in zip([("training", "ADE_train"), ("validation", "ADE_val")], classes_per_split):
         for i, extra in enumerate(classes[1:], start=1):
             folder = base / split / "scene"
             _save_jpg(str(folder / f"{prefix}_{i:08d}.jpg"), 4, 4)
@@ -316,7 +396,23 @@ def test_ade20k_full_prepare_and_load(tmp_path):
             raw[2:, :2] = extra
             seg = np.stack([raw // 256 * 10, raw % 256, np.zeros_like(raw)], -1).astype(np.uint8)
             Image.fromarray(seg).save(folder / f"{prefix}_{i:08d}_seg.png")
+
+
+def test_ade20k_full_prepare_with_the_published_classes(tmp_path):
+    table = load_metadata_table("ade20k_full_847")
+    wall, building = table[0]["id"] + 1, table[1]["id"] + 1  # pixel value = ADE20K object id + 1
+    absent = next(v for v in range(1, 4000) if v - 1 not in {c["id"] for c in table})
+    _fake_ade_full(tmp_path, [(wall, building, absent), (wall, building, absent)])
     _script("prepare_ade20k_full_sem_seg").main(["--root", str(tmp_path), "--workers", "1"])
+    with registered_at(tmp_path, register_all_ade20k_full):
+        dicts = DatasetCatalog.get("ade20k_full_sem_seg_train")
+    labels = [np.asarray(Image.open(d["sem_seg_file_name"])) for d in dicts]
+    assert [(int(x[0, 0]), int(x[3, 0]), int(x[3, 3])) for x in labels] == [(0, 1, 65535), (0, 65535, 65535)]
+
+
+def test_ade20k_full_prepare_classes_from_data_and_load(tmp_path):
+    _fake_ade_full(tmp_path, [(300, 5, 7), (300, 5, 9)])
+    _script("prepare_ade20k_full_sem_seg").main(["--root", str(tmp_path), "--workers", "1", "--classes-from-data"])
     with open(tmp_path / "ADE20K_2021_17_01" / "ade20k_full_categories.json") as f:
         cats = json.load(f)
     assert [(c["id"], c["raw_id"]) for c in cats] == [(0, 300), (1, 5)]  # in both splits, frequent first

@@ -413,7 +413,6 @@ def typed_datasets(instance_case):
         "coco",
         "coco_panoptic_seg",
         "ade20k_panoptic_seg",
-        "ade20k_instance",
         "mapillary_vistas_panoptic_seg",
         "cityscapes_panoptic_seg",
         "cityscapes_sem_seg",
@@ -440,7 +439,7 @@ def typed_datasets(instance_case):
             dict(semantic=True, instance=True, panoptic=True),
             [SemSegEvaluator, COCOPanopticEvaluator, InstanceSegEvaluator],
         ),
-        ("ade20k_instance", dict(instance=True), [InstanceSegEvaluator]),
+        ("mapillary_vistas_panoptic_seg", dict(instance=True), [InstanceSegEvaluator]),
         (
             "mapillary_vistas_panoptic_seg",
             dict(semantic=True, panoptic=True),

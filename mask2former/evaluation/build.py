@@ -34,10 +34,10 @@ _PANOPTIC_TYPES = (
 )
 # Mask2Former's boxes are placeholders (zeros): only mask AP is meaningful
 _INSTANCE_TASKS = ("segm",)
-# instance AP on datasets whose thing ids are not 0 .. num_things - 1
+# instance AP of panoptic datasets whose instance ground truth is not a COCO instance json
+# with the model's thing classes (their thing ids index all classes)
 _NON_COCO_INSTANCE_TYPES = (
     "ade20k_panoptic_seg",
-    "ade20k_instance",
     "mapillary_vistas_panoptic_seg",
 )
 
@@ -51,12 +51,12 @@ def build_evaluator(
     PANOPTIC}_ON``):
 
     - "sem_seg": :class:`SemSegEvaluator` (mIoU);
-    - "coco": :class:`COCOEvaluator` (mask AP; the model's boxes are placeholders);
+    - "coco" (COCO instance, ADE20K instance): :class:`COCOEvaluator` (mask AP; the model's
+      boxes are placeholders);
     - panoptic types (coco / ade20k / mapillary_vistas / cityscapes "_panoptic_seg"): PQ with
       :class:`COCOPanopticEvaluator` if PANOPTIC_ON, mIoU if SEMANTIC_ON, AP if INSTANCE_ON
       (COCO's ids with :class:`COCOEvaluator`, others with :class:`InstanceSegEvaluator`,
       Cityscapes with its own evaluators);
-    - "ade20k_instance": :class:`InstanceSegEvaluator` if INSTANCE_ON;
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
     - "lvis": :class:`LVISEvaluator`.
 

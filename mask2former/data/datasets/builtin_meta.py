@@ -1,115 +1,62 @@
 """
-Metadata (class names, colors, id maps) of the built-in datasets, built from the class tables.
+Metadata fields (class names, colors, id maps) built from a class table.
 
-Conventions shared by all panoptic datasets here (they are what Mask2Former's mappers,
-inference and evaluators expect):
-
-- ``stuff_classes`` / ``stuff_colors`` list *all* classes (things and stuff) in contiguous-id
-  order, so that the semantic-segmentation evaluator and the classifier see the same
-  ``NUM_CLASSES`` classes;
-- ``thing_classes`` / ``thing_colors`` list the thing classes only;
-- ``thing_dataset_id_to_contiguous_id`` maps the dataset ids of things to their position in
-  ``stuff_classes``; ``stuff_dataset_id_to_contiguous_id`` maps the dataset ids of *all* classes
-  (so the semantic evaluator can map every class back).
+The one rule from dataset ids to contiguous ids, used by every dataset of this package
+(built-in and synthetic): a class's contiguous id is its position in its table. So
+``thing_dataset_id_to_contiguous_id`` maps the dataset id of each thing class to its position
+among *all* classes of the table (what a panoptic model predicts), and
+``stuff_dataset_id_to_contiguous_id`` maps the dataset ids of all classes. A table of thing
+classes only (an instance dataset) gives contiguous ids 0..#things-1.
 """
-from typing import Any, Dict, List
-
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
-from .metadata_tables import load_metadata_table
+from typing import Any, Dict, List, Sequence
 
 __all__ = [
-    "ADE20K_FULL_NUM_CLASSES",
+    "thing_dataset_id_to_contiguous_id",
+    "stuff_dataset_id_to_contiguous_id",
     "get_panoptic_metadata",
-    "get_instance_metadata",
-    "get_semantic_metadata",
-    "get_coco_panoptic_metadata",
-    "get_ade20k_150_semantic_metadata",
-    "get_ade20k_panoptic_metadata",
-    "get_ade20k_instance_metadata",
-    "get_ade20k_full_metadata",
-    "get_mapillary_vistas_semantic_metadata",
-    "get_mapillary_vistas_panoptic_metadata",
-    "get_coco_stuff_171_metadata",
 ]
 
-ADE20K_FULL_NUM_CLASSES = 847
 
-
-def get_panoptic_metadata(categories: List[Dict[str, Any]]) -> Dict[str, Any]:
+def thing_dataset_id_to_contiguous_id(categories: Sequence[Dict[str, Any]]) -> Dict[int, int]:
     """
     Args:
-        categories: dicts with "id" (dataset id), "name", "color", "isthing", in
-            contiguous-id order.
+        categories: dicts with "id" and "isthing", in contiguous-id order.
+
+    Returns:
+        dataset id -> position in ``categories``, for the thing classes.
     """
-    things = [(i, c) for i, c in enumerate(categories) if c["isthing"]]
-    return {
-        "thing_classes": [c["name"] for _, c in things],
-        "thing_colors": [list(c["color"]) for _, c in things],
-        "stuff_classes": [c["name"] for c in categories],
-        "stuff_colors": [list(c["color"]) for c in categories],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in things},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
-    }
+    return {c["id"]: i for i, c in enumerate(categories) if c["isthing"]}
 
 
-def get_instance_metadata(categories: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Thing classes only, with contiguous ids 0..#things-1 (as an instance model predicts)."""
+def stuff_dataset_id_to_contiguous_id(categories: Sequence[Dict[str, Any]]) -> Dict[int, int]:
+    """dataset id -> position in ``categories``, for all classes."""
+    return {c["id"]: i for i, c in enumerate(categories)}
+
+
+def _colors(categories: Sequence[Dict[str, Any]]) -> List[List[int]]:
+    return [list(c["color"]) for c in categories]
+
+
+def get_panoptic_metadata(
+    categories: Sequence[Dict[str, Any]], all_classes_are_thing_classes: bool = False
+) -> Dict[str, Any]:
+    """
+    Metadata of a panoptic dataset: ``stuff_classes`` / ``stuff_colors`` list all classes (so
+    the semantic evaluator and the classifier see the same classes), ``thing_classes`` /
+    ``thing_colors`` the thing classes only, or all classes when
+    ``all_classes_are_thing_classes`` (Mapillary Vistas' published metadata does that; its id
+    map still lists only the things).
+
+    Args:
+        categories: dicts with "id", "name", "color", "isthing", in contiguous-id order.
+    """
     things = [c for c in categories if c["isthing"]]
+    listed_as_things = categories if all_classes_are_thing_classes else things
     return {
-        "thing_classes": [c["name"] for c in things],
-        "thing_colors": [list(c["color"]) for c in things],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
+        "thing_classes": [c["name"] for c in listed_as_things],
+        "thing_colors": _colors(listed_as_things),
+        "stuff_classes": [c["name"] for c in categories],
+        "stuff_colors": _colors(categories),
+        "thing_dataset_id_to_contiguous_id": thing_dataset_id_to_contiguous_id(categories),
+        "stuff_dataset_id_to_contiguous_id": stuff_dataset_id_to_contiguous_id(categories),
     }
-
-
-def get_semantic_metadata(categories: List[Dict[str, Any]]) -> Dict[str, Any]:
-    meta: Dict[str, Any] = {"stuff_classes": [c["name"] for c in categories]}
-    if all("color" in c for c in categories):
-        meta["stuff_colors"] = [list(c["color"]) for c in categories]
-    return meta
-
-
-def get_coco_panoptic_metadata() -> Dict[str, Any]:
-    """COCO panoptic, 133 classes (80 things first, then 53 stuff), from detectron2's table."""
-    return get_panoptic_metadata(COCO_CATEGORIES)
-
-
-def get_ade20k_150_semantic_metadata() -> Dict[str, Any]:
-    return get_semantic_metadata(load_metadata_table("ade20k_150"))
-
-
-def get_ade20k_panoptic_metadata() -> Dict[str, Any]:
-    """ADE20K panoptic: 150 classes, 100 things; dataset ids are the 0-based class indices."""
-    return get_panoptic_metadata(load_metadata_table("ade20k_150"))
-
-
-def get_ade20k_instance_metadata() -> Dict[str, Any]:
-    """ADE20K instance: the 100 thing classes, dataset ids = 0-based ADE-150 class index."""
-    return get_instance_metadata(load_metadata_table("ade20k_150"))
-
-
-def get_ade20k_full_metadata() -> Dict[str, Any]:
-    """
-    ADE20K-Full, 847 classes. The packaged name table is partial (see its "unverified" note):
-    names past it are placeholders, so the class count is right but those names are not.
-    """
-    names = [c["name"] for c in load_metadata_table("ade20k_full_847")][:ADE20K_FULL_NUM_CLASSES]
-    names += [f"ade20k_full_class_{i}" for i in range(len(names), ADE20K_FULL_NUM_CLASSES)]
-    return {"stuff_classes": names}
-
-
-def get_mapillary_vistas_semantic_metadata() -> Dict[str, Any]:
-    return get_semantic_metadata(load_metadata_table("mapillary_vistas_65"))
-
-
-def get_mapillary_vistas_panoptic_metadata() -> Dict[str, Any]:
-    return get_panoptic_metadata(load_metadata_table("mapillary_vistas_65"))
-
-
-def get_coco_stuff_171_metadata() -> Dict[str, Any]:
-    """COCO-Stuff: 80 things + 91 stuff; "stuff_dataset_id_to_contiguous_id" maps COCO-Stuff ids."""
-    categories = load_metadata_table("coco_stuff_171")
-    meta = get_semantic_metadata(categories)
-    meta["stuff_dataset_id_to_contiguous_id"] = {c["id"]: i for i, c in enumerate(categories)}
-    return meta

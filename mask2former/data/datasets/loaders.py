@@ -32,7 +32,8 @@ class DatasetSource:
 
     Args:
         title: human-readable dataset name, e.g. "ADE20K semantic".
-        script: the preparation script under datasets/ (None if the download is used as is).
+        script: the preparation module under datasets/, run as ``python -m datasets.<script>``
+            (None if the download is used as is).
     """
 
     def __init__(self, title: str, script: Optional[str] = None):
@@ -41,7 +42,7 @@ class DatasetSource:
 
     def hint(self) -> str:
         if self.script:
-            return f"see {README} and run datasets/{self.script}"
+            return f"see {README} and run python -m datasets.{self.script}"
         return f"see {README} (the download is used as is, no preparation script)"
 
 

@@ -10,6 +10,6 @@ from .generator import (
     synthetic_dir,
 )
 from .metadata import load_synthetic_categories, synthetic_metadata
-from .register import default_root, load_synthetic_panoptic, register_all_synthetic
+from .register import load_synthetic_panoptic, register_all_synthetic
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

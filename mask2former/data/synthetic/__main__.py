@@ -9,7 +9,7 @@ import logging
 import sys
 
 from .generator import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_SEED, ensure_synthetic_dataset
-from .register import default_root
+from ..datasets.catalog import datasets_root
 
 
 def main(argv=None) -> int:
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--root",
-        default=default_root(),
+        default=datasets_root(),
         help="datasets root; data goes to ROOT/synthetic (default: $DETECTRON2_DATASETS or ./datasets)",
     )
     parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)

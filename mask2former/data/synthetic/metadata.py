@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Dict, List
 
+from ..datasets.builtin_meta import stuff_dataset_id_to_contiguous_id, thing_dataset_id_to_contiguous_id
+
 __all__ = [
     "CATEGORIES_FILE",
     "load_synthetic_categories",
@@ -60,6 +62,8 @@ def synthetic_metadata(path: str = CATEGORIES_FILE) -> Dict[str, Any]:
     detectron2 metadata fields shared by the synthetic datasets. As for detectron2's panoptic
     datasets, ``stuff_classes`` lists every class (things first) so that the semantic labels
     cover things and stuff, and ``stuff_dataset_id_to_contiguous_id`` maps every dataset id.
+    Contiguous ids follow the built-in datasets' rule (``builtin_meta``): a class's position
+    in the table.
     """
     cats = load_synthetic_categories(path)
     things = [c for c in cats if c["isthing"]]
@@ -68,6 +72,6 @@ def synthetic_metadata(path: str = CATEGORIES_FILE) -> Dict[str, Any]:
         "thing_colors": [tuple(c["color"]) for c in things],
         "stuff_classes": [c["name"] for c in cats],
         "stuff_colors": [tuple(c["color"]) for c in cats],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
+        "thing_dataset_id_to_contiguous_id": thing_dataset_id_to_contiguous_id(cats),
+        "stuff_dataset_id_to_contiguous_id": stuff_dataset_id_to_contiguous_id(cats),
     }

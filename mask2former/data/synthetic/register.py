@@ -9,24 +9,23 @@ Names (with the default prefix "synthetic"), for split in {train, val}:
     synthetic_sem_seg_{split}   semantic dicts (load_sem_seg), evaluator "sem_seg"
 """
 
-import json
 import os
+from functools import partial
 from typing import Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 
+from ..datasets.catalog import datasets_root
+from ..datasets.loaders import DatasetSource, load_panoptic_dicts
 from .generator import SPLITS, ensure_synthetic_dataset, synthetic_dir
-from .metadata import load_synthetic_categories, synthetic_metadata
+from .metadata import synthetic_metadata
 
-__all__ = ["register_all_synthetic", "load_synthetic_panoptic", "default_root"]
+__all__ = ["register_all_synthetic", "load_synthetic_panoptic"]
 
 IGNORE_LABEL = 255
 LABEL_DIVISOR = 1000
-
-
-def default_root() -> str:
-    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+_SOURCE = DatasetSource("Synthetic dataset (python -m mask2former.data.synthetic regenerates it)")
 
 
 def _paths(root: str, split: str) -> Dict[str, str]:
@@ -42,7 +41,8 @@ def _paths(root: str, split: str) -> Dict[str, str]:
 
 def load_synthetic_panoptic(root: str, split: str) -> List[Dict]:
     """
-    Generates the data if needed, then reads the panoptic json of `split`.
+    Generates the data if needed, then reads the panoptic json of `split` with the built-in
+    datasets' panoptic loader.
 
     Returns:
         list[dict]: detectron2 dicts with file_name, image_id, height, width,
@@ -51,42 +51,9 @@ def load_synthetic_panoptic(root: str, split: str) -> List[Dict]:
     """
     ensure_synthetic_dataset(root)
     p = _paths(root, split)
-    cats = load_synthetic_categories()
-    contiguous = {c["id"]: i for i, c in enumerate(cats)}
-    isthing = {c["id"]: bool(c["isthing"]) for c in cats}
-    with open(p["panoptic_json"]) as f:
-        data = json.load(f)
-    images = {img["id"]: img for img in data["images"]}
-    dicts = []
-    for ann in data["annotations"]:
-        img = images[ann["image_id"]]
-        segments = []
-        for seg in ann["segments_info"]:
-            if seg["category_id"] not in contiguous:
-                raise ValueError(
-                    f"{p['panoptic_json']}: image {ann['file_name']} has a segment of category id "
-                    f"{seg['category_id']}, not among the known ids {sorted(contiguous)}"
-                )
-            segments.append(
-                dict(
-                    seg,
-                    category_id=contiguous[seg["category_id"]],
-                    isthing=isthing[seg["category_id"]],
-                )
-            )
-        stem = os.path.splitext(ann["file_name"])[0]
-        dicts.append(
-            {
-                "file_name": os.path.join(p["image_root"], img["file_name"]),
-                "image_id": img["id"],
-                "height": img["height"],
-                "width": img["width"],
-                "pan_seg_file_name": os.path.join(p["panoptic_root"], ann["file_name"]),
-                "sem_seg_file_name": os.path.join(p["sem_seg_root"], stem + ".png"),
-                "segments_info": segments,
-            }
-        )
-    return dicts
+    return load_panoptic_dicts(
+        p["panoptic_json"], p["image_root"], p["panoptic_root"], synthetic_metadata(), _SOURCE, p["sem_seg_root"]
+    )
 
 
 def _load_instances(root: str, split: str, name: str) -> List[Dict]:
@@ -111,7 +78,7 @@ def register_all_synthetic(root: Optional[str] = None, prefix: str = "synthetic"
     Returns:
         list[str]: the names registered by this call.
     """
-    root = default_root() if root is None else root
+    root = datasets_root() if root is None else root
     meta = synthetic_metadata()
     things = {
         k: meta[k] for k in ("thing_classes", "thing_colors", "thing_dataset_id_to_contiguous_id")
@@ -122,38 +89,15 @@ def register_all_synthetic(root: Optional[str] = None, prefix: str = "synthetic"
     registered = []
     for split in SPLITS:
         p = _paths(root, split)
+        instance_name = f"{prefix}_instance_{split}"
+        panoptic = dict(meta, evaluator_type="coco_panoptic_seg", label_divisor=LABEL_DIVISOR, **p)
+        instance = dict(things, evaluator_type="coco", image_root=p["image_root"], json_file=p["json_file"])
+        semantic = dict(stuff, evaluator_type="sem_seg", image_root=p["image_root"], sem_seg_root=p["sem_seg_root"])
+        panoptic["ignore_label"] = semantic["ignore_label"] = IGNORE_LABEL
         entries = {
-            f"{prefix}_panoptic_{split}": (
-                lambda split=split: load_synthetic_panoptic(root, split),
-                dict(
-                    meta,
-                    evaluator_type="coco_panoptic_seg",
-                    ignore_label=IGNORE_LABEL,
-                    label_divisor=LABEL_DIVISOR,
-                    **p,
-                ),
-            ),
-            f"{prefix}_instance_{split}": (
-                lambda split=split, name=f"{prefix}_instance_{split}": _load_instances(
-                    root, split, name
-                ),
-                dict(
-                    things,
-                    evaluator_type="coco",
-                    image_root=p["image_root"],
-                    json_file=p["json_file"],
-                ),
-            ),
-            f"{prefix}_sem_seg_{split}": (
-                lambda split=split: _load_sem_seg(root, split),
-                dict(
-                    stuff,
-                    evaluator_type="sem_seg",
-                    ignore_label=IGNORE_LABEL,
-                    image_root=p["image_root"],
-                    sem_seg_root=p["sem_seg_root"],
-                ),
-            ),
+            f"{prefix}_panoptic_{split}": (partial(load_synthetic_panoptic, root, split), panoptic),
+            instance_name: (partial(_load_instances, root, split, instance_name), instance),
+            f"{prefix}_sem_seg_{split}": (partial(_load_sem_seg, root, split), semantic),
         }
         for name, (loader, metadata) in entries.items():
             if name in DatasetCatalog.list():
