@@ -19,6 +19,7 @@ import mask2former  # noqa: F401  (registers the components)
 from mask2former.maskformer_model import MaskFormer
 from mask2former.modeling.postprocessing import (
     BlockwisePostProcessor,
+    InferenceSettings,
     PlainPostProcessor,
     build_mask_postprocessor,
 )
@@ -76,11 +77,7 @@ def _random_predictions(g, batch=1, low=(16, 24)):
 
 
 def _settings(semantic, panoptic, instance, before_inference=True):
-    return dict(
-        semantic_on=semantic, panoptic_on=panoptic, instance_on=instance,
-        object_mask_threshold=0.3, overlap_threshold=0.2, test_topk_per_image=6,
-        sem_seg_postprocess_before_inference=before_inference,
-    )
+    return InferenceSettings(semantic, panoptic, instance, 0.3, 0.2, 6, before_inference)
 
 
 # (low-res size, padded size, image size in it, output size)
@@ -100,8 +97,8 @@ def test_blockwise_equals_plain(low, padded, image, out, semantic, panoptic, ins
     is_thing = COCO_THINGS if panoptic else None
     settings = _settings(semantic, panoptic, instance)
     args = (mask_cls, mask_pred, padded, image, out, is_thing)
-    got = BlockwisePostProcessor(**settings)(*args)
-    want = PlainPostProcessor(**settings)(*args)
+    got = BlockwisePostProcessor(settings)(*args)
+    want = PlainPostProcessor(settings)(*args)
     _assert_same_outputs(got, want, _literal_logits(mask_pred, padded, image, out))
     if panoptic:
         assert len(want["panoptic_seg"][1]) > 0
@@ -116,8 +113,8 @@ def test_semantic_after_inference_equals_plain(low, padded, image, out):
     (mask_cls,), (mask_pred,) = _random_predictions(g, low=low)
     settings = _settings(True, False, False, before_inference=False)
     args = (mask_cls, mask_pred, padded, image, out)
-    got = BlockwisePostProcessor(**settings)(*args)["sem_seg"]
-    want = PlainPostProcessor(**settings)(*args)["sem_seg"]
+    got = BlockwisePostProcessor(settings)(*args)["sem_seg"]
+    want = PlainPostProcessor(settings)(*args)["sem_seg"]
     padded_logits = F.interpolate(mask_pred[None], size=padded, mode="bilinear", align_corners=False)[0]
     scores = torch.einsum("qc,qhw->chw", mask_cls.softmax(-1)[:, :-1], padded_logits.sigmoid())
     original = sem_seg_postprocess(scores, image, *out)
@@ -179,8 +176,8 @@ def test_model_end_to_end_with_either_postprocessor():
 
 def test_unknown_postprocessor_and_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="'literal' is not one of \\['blockwise', 'plain'\\]"):
-        build_mask_postprocessor("literal", **_settings(True, True, True))
+        build_mask_postprocessor("literal", _settings(True, True, True))
     with pytest.raises(ValueError, match="sem_seg_postprocess_before_inference=False"):
-        build_mask_postprocessor("plain", **_settings(True, True, False, before_inference=False))
+        _settings(True, True, False, before_inference=False)
     with pytest.raises(ValueError, match="at least one of"):
-        build_mask_postprocessor("blockwise", **_settings(False, False, False))
+        _settings(False, False, False)

@@ -4,16 +4,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mask2former.modeling.postprocessing import PlainPostProcessor, argmax_over_first_dim
+from mask2former.modeling.postprocessing import (
+    InferenceSettings,
+    PlainPostProcessor,
+    argmax_over_first_dim,
+)
 
 
 def _plain(mask_cls, mask_pred, output, is_thing=None, thresholds=(0.8, 0.8), topk=100):
     """The plain post-processor's ``output`` of logits already at the output size."""
-    postprocessor = PlainPostProcessor(
-        semantic_on=output == "sem_seg", panoptic_on=output == "panoptic_seg",
-        instance_on=output == "instances", object_mask_threshold=thresholds[0],
-        overlap_threshold=thresholds[1], test_topk_per_image=topk,
+    settings = InferenceSettings(
+        output == "sem_seg", output == "panoptic_seg", output == "instances", *thresholds, topk
     )
+    postprocessor = PlainPostProcessor(settings)
     size = tuple(mask_pred.shape[-2:])
     return postprocessor(mask_cls, mask_pred, size, size, size, is_thing)[output]
 

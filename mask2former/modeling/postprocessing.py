@@ -17,6 +17,8 @@ they get the full-resolution semantic scores and the masks of the queries those 
 
 :func:`build_mask_postprocessor` chooses between them by name.
 """
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -199,46 +201,48 @@ class QueryMasks(NamedTuple):
     instance_positive: Optional[torch.Tensor]  # (U, H, W) bool, their mask logits > 0
 
 
-class MaskPostProcessor:
+@dataclass(frozen=True)
+class InferenceSettings:
     """
-    One image's outputs from its per-query predictions. Subclasses implement
-    :meth:`query_masks`, the full-resolution maps; everything else is shared.
+    What inference produces and how (``MODEL.MASK_FORMER.TEST``, ``TEST.DETECTIONS_PER_IMAGE``).
+
+    semantic_on, panoptic_on, instance_on: which outputs are produced.
+    object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+    test_topk_per_image: instances kept per image.
+    sem_seg_postprocess_before_inference: resize mask logits to the output size before
+    inference; False (semantic output only) resizes the semantic scores instead.
     """
 
-    def __init__(
-        self,
-        *,
-        semantic_on: bool,
-        panoptic_on: bool,
-        instance_on: bool,
-        object_mask_threshold: float,
-        overlap_threshold: float,
-        test_topk_per_image: int,
-        sem_seg_postprocess_before_inference: bool = True,
-    ):
-        """
-        Args:
-            semantic_on, panoptic_on, instance_on: which outputs are produced.
-            object_mask_threshold, overlap_threshold: panoptic inference thresholds.
-            test_topk_per_image: instances kept per image.
-            sem_seg_postprocess_before_inference: resize mask logits to the output size before
-                inference; False (semantic output only) resizes the semantic scores instead.
-        """
-        if not (semantic_on or panoptic_on or instance_on):
-            raise ValueError("MaskPostProcessor: at least one of semantic_on, panoptic_on, instance_on must be True")
-        if not sem_seg_postprocess_before_inference and (panoptic_on or instance_on or not semantic_on):
+    semantic_on: bool
+    panoptic_on: bool
+    instance_on: bool
+    object_mask_threshold: float
+    overlap_threshold: float
+    test_topk_per_image: int
+    sem_seg_postprocess_before_inference: bool = True
+
+    def __post_init__(self):
+        if not (self.semantic_on or self.panoptic_on or self.instance_on):
+            raise ValueError("InferenceSettings: at least one of semantic_on, panoptic_on, instance_on must be True")
+        if not self.sem_seg_postprocess_before_inference and not (
+            self.semantic_on and not self.panoptic_on and not self.instance_on
+        ):
             raise ValueError(
-                "MaskPostProcessor: sem_seg_postprocess_before_inference=False is only for the "
+                "InferenceSettings: sem_seg_postprocess_before_inference=False is only for the "
                 "semantic output alone (panoptic and instance inference need resized masks)"
             )
-        self.semantic_on = semantic_on
-        self.panoptic_on = panoptic_on
-        self.instance_on = instance_on
-        self.object_mask_threshold = object_mask_threshold
-        self.overlap_threshold = overlap_threshold
-        self.test_topk_per_image = test_topk_per_image
-        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
 
+
+class MaskPostProcessor(ABC):
+    """
+    One image's outputs from its per-query predictions, as ``settings`` asks. Subclasses
+    implement :meth:`query_masks`, the full-resolution maps; everything else is shared.
+    """
+
+    def __init__(self, settings: InferenceSettings):
+        self.settings = settings
+
+    @abstractmethod
     def query_masks(
         self,
         mask_pred: torch.Tensor,
@@ -260,7 +264,6 @@ class MaskPostProcessor:
             instance_queries: (U,) query indices whose mask probabilities and binary masks are
                 returned.
         """
-        raise NotImplementedError
 
     def __call__(
         self,
@@ -282,8 +285,9 @@ class MaskPostProcessor:
             {"sem_seg": (K, H, W), "panoptic_seg": (ids (H, W), segments_info), "instances"},
             the ones turned on.
         """
-        class_probs = F.softmax(mask_cls, dim=-1)[:, :-1] if self.semantic_on else None
-        if not self.sem_seg_postprocess_before_inference:
+        settings = self.settings
+        class_probs = F.softmax(mask_cls, dim=-1)[:, :-1] if settings.semantic_on else None
+        if not settings.sem_seg_postprocess_before_inference:
             # the image's part of the padded frame, then resized as sem_seg_postprocess resizes
             # the semantic scores (cropping commutes with the per-pixel class mixing)
             scores = self.query_masks(mask_pred, padded_size, image_size, image_size, class_probs).sem_seg
@@ -292,23 +296,25 @@ class MaskPostProcessor:
             return {"sem_seg": scores}
 
         panoptic_queries = instance_queries = None
-        if self.panoptic_on:
-            keep, query_scores, query_classes = confident_queries(mask_cls, self.object_mask_threshold)
+        if settings.panoptic_on:
+            if is_thing is None:
+                raise ValueError("panoptic inference needs is_thing, the (K,) bool thing-class mask")
+            keep, query_scores, query_classes = confident_queries(mask_cls, settings.object_mask_threshold)
             panoptic_queries = keep.nonzero()[:, 0]  # in query order
-        if self.instance_on:
-            scores, labels, queries = select_instances(mask_cls, self.test_topk_per_image, is_thing)
+        if settings.instance_on:
+            scores, labels, queries = select_instances(mask_cls, settings.test_topk_per_image, is_thing)
             instance_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
         masks = self.query_masks(
             mask_pred, padded_size, image_size, output_size, class_probs, panoptic_queries, instance_queries
         )
         result = {}
-        if self.semantic_on:
+        if settings.semantic_on:
             result["sem_seg"] = masks.sem_seg
-        if self.panoptic_on:
+        if settings.panoptic_on:
             result["panoptic_seg"] = panoptic_segments(
-                query_scores[keep], query_classes[keep], masks.panoptic_prob, is_thing, self.overlap_threshold
+                query_scores[keep], query_classes[keep], masks.panoptic_prob, is_thing, settings.overlap_threshold
             )
-        if self.instance_on:
+        if settings.instance_on:
             result["instances"] = instances_from_query_masks(
                 scores, labels, masks.instance_positive, masks.instance_prob, instance_to_unique
             )
@@ -358,9 +364,8 @@ class BlockwisePostProcessor(MaskPostProcessor):
 POSTPROCESSORS = {"plain": PlainPostProcessor, "blockwise": BlockwisePostProcessor}
 
 
-def build_mask_postprocessor(name: str, **settings) -> MaskPostProcessor:
-    """The post-processor ``name`` ("blockwise" or "plain") with ``settings`` (the keyword
-    arguments of :class:`MaskPostProcessor`)."""
+def build_mask_postprocessor(name: str, settings: InferenceSettings) -> MaskPostProcessor:
+    """The post-processor ``name``: "blockwise" or "plain"."""
     if name not in POSTPROCESSORS:
         raise ValueError(f"postprocessor {name!r} is not one of {sorted(POSTPROCESSORS)}")
-    return POSTPROCESSORS[name](**settings)
+    return POSTPROCESSORS[name](settings)

@@ -13,7 +13,7 @@ from detectron2.utils.memory import retry_if_cuda_oom
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..postprocessing import MaskPostProcessor, build_mask_postprocessor
+from ..postprocessing import InferenceSettings, MaskPostProcessor, build_mask_postprocessor
 
 
 def _build_registered(build_fn, cfg, key: str, name: str, *args):
@@ -110,16 +110,11 @@ class MaskFormer(nn.Module):
         self.size_divisibility = size_divisibility
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.postprocessor: MaskPostProcessor = build_mask_postprocessor(
-            postprocessor,
-            semantic_on=semantic_on,
-            panoptic_on=panoptic_on,
-            instance_on=instance_on,
-            object_mask_threshold=object_mask_threshold,
-            overlap_threshold=overlap_threshold,
-            test_topk_per_image=test_topk_per_image,
-            sem_seg_postprocess_before_inference=sem_seg_postprocess_before_inference,
+        settings = InferenceSettings(
+            semantic_on, panoptic_on, instance_on, object_mask_threshold, overlap_threshold,
+            test_topk_per_image, sem_seg_postprocess_before_inference,
         )
+        self.postprocessor: MaskPostProcessor = build_mask_postprocessor(postprocessor, settings)
 
     @classmethod
     def from_config(cls, cfg):
@@ -245,7 +240,7 @@ class MaskFormer(nn.Module):
         ``self.postprocessor`` at each input's "height" and "width" (default: its image size).
         """
         is_thing = None
-        if self.postprocessor.panoptic_on:
+        if self.postprocessor.settings.panoptic_on:
             is_thing = self._thing_classes_mask(outputs["pred_logits"].shape[-1] - 1).to(self.device)
         padded_size = tuple(images.tensor.shape[-2:])
         processed_results = []
