@@ -142,6 +142,10 @@ def test_model_inference_blockwise_by_default_equals_plain(semantic, panoptic, i
     plain = MaskFormer(cfg, postprocessor="plain").eval()
     assert isinstance(model.postprocessor, BlockwisePostProcessor)
     assert isinstance(plain.postprocessor, PlainPostProcessor)
+    # the original's attributes, read from the post-processor's settings
+    assert (model.semantic_on, model.panoptic_on, model.instance_on) == (semantic, panoptic, instance)
+    assert model.sem_seg_postprocess_before_inference == (panoptic or instance)
+    assert (model.object_mask_threshold, model.overlap_threshold, model.test_topk_per_image) == (0.3, 0.2, 6)
     g = torch.Generator().manual_seed(int(semantic) * 4 + int(panoptic) * 2 + int(instance))
     # two images in one padded (64, 96) batch; the second is smaller than the padding, and
     # its output is resized

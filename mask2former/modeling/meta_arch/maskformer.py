@@ -55,12 +55,26 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
     )
 
 
+def _setting(name: str) -> property:
+    """A read-only attribute of the original ``MaskFormer``, now one of the post-processor's
+    :class:`~mask2former.modeling.postprocessing.InferenceSettings`."""
+    return property(lambda self: getattr(self.postprocessor.settings, name))
+
+
 @META_ARCH_REGISTRY.register()
 class MaskFormer(nn.Module):
     """
     Mask classification for semantic, instance and panoptic segmentation: a backbone, a head
     predicting Q (class, mask) pairs, trained with a Hungarian-matched set loss.
     """
+
+    semantic_on = _setting("semantic_on")
+    panoptic_on = _setting("panoptic_on")
+    instance_on = _setting("instance_on")
+    object_mask_threshold = _setting("object_mask_threshold")
+    overlap_threshold = _setting("overlap_threshold")
+    test_topk_per_image = _setting("test_topk_per_image")
+    sem_seg_postprocess_before_inference = _setting("sem_seg_postprocess_before_inference")
 
     @configurable
     def __init__(
@@ -240,7 +254,7 @@ class MaskFormer(nn.Module):
         ``self.postprocessor`` at each input's "height" and "width" (default: its image size).
         """
         is_thing = None
-        if self.postprocessor.settings.panoptic_on:
+        if self.panoptic_on:
             is_thing = self._thing_classes_mask(outputs["pred_logits"].shape[-1] - 1).to(self.device)
         padded_size = tuple(images.tensor.shape[-2:])
         processed_results = []
