@@ -76,6 +76,12 @@ def test_model_builds_from_every_config(config_path):
     assert model.sem_seg_head.predictor.query_feat.num_embeddings == cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES
 
 
+def test_original_module_path_is_the_registered_model():
+    from mask2former.maskformer_model import MaskFormer
+
+    assert META_ARCH_REGISTRY.get("MaskFormer") is MaskFormer
+
+
 def _tiny_model(task_opts=(), num_classes=133):
     cfg = load_cfg(PANOPTIC_R50, tiny_opts(num_classes) + list(task_opts))
     model = build_model(cfg)

@@ -1,14 +1,24 @@
-"""Semantic, panoptic and instance inference against straightforward per-query loops."""
+"""Semantic, panoptic and instance inference against straightforward per-query loops, through
+the plain post-processor with every resize the identity (output size = mask size)."""
 import pytest
 import torch
 from torch.nn import functional as F
 
 from mask2former.modeling.postprocessing import (
+    InferenceSettings,
+    PlainPostProcessor,
     argmax_over_first_dim,
-    instance_inference,
-    panoptic_inference,
-    semantic_inference,
 )
+
+
+def _plain(mask_cls, mask_pred, output, is_thing=None, thresholds=(0.8, 0.8), topk=100):
+    """The plain post-processor's ``output`` of logits already at the output size."""
+    settings = InferenceSettings(
+        output == "sem_seg", output == "panoptic_seg", output == "instances", *thresholds, topk
+    )
+    postprocessor = PlainPostProcessor(settings)
+    size = tuple(mask_pred.shape[-2:])
+    return postprocessor(mask_cls, mask_pred, size, size, size, is_thing)[output]
 
 
 def _naive_panoptic(mask_cls, mask_pred, is_thing, object_mask_threshold, overlap_threshold):
@@ -54,7 +64,7 @@ def test_panoptic_inference_matches_the_per_query_loop(seed, thresholds):
     mask_cls = torch.randn(q, k + 1, generator=g) * 3
     mask_pred = torch.randn(q, h, w, generator=g) * 4
     is_thing = torch.tensor([True, True, True, False, False, False])
-    ours = panoptic_inference(mask_cls, mask_pred, is_thing, *thresholds)
+    ours = _plain(mask_cls, mask_pred, "panoptic_seg", is_thing, thresholds)
     naive = _naive_panoptic(mask_cls, mask_pred, is_thing, *thresholds)
     assert torch.equal(ours[0], naive[0])
     assert ours[1] == naive[1]
@@ -63,14 +73,14 @@ def test_panoptic_inference_matches_the_per_query_loop(seed, thresholds):
 def test_panoptic_inference_with_no_confident_query():
     mask_cls = torch.zeros(4, 3)
     mask_cls[:, -1] = 10  # everything is "no object"
-    seg, info = panoptic_inference(mask_cls, torch.randn(4, 8, 8), torch.tensor([True, False]), 0.5, 0.8)
+    seg, info = _plain(mask_cls, torch.randn(4, 8, 8), "panoptic_seg", torch.tensor([True, False]), (0.5, 0.8))
     assert info == [] and seg.shape == (8, 8) and (seg == 0).all()
 
 
 def test_semantic_inference_is_the_probability_weighted_sum():
     g = torch.Generator().manual_seed(0)
     mask_cls, mask_pred = torch.randn(5, 4, generator=g), torch.randn(5, 6, 7, generator=g)
-    ours = semantic_inference(mask_cls, mask_pred)
+    ours = _plain(mask_cls, mask_pred, "sem_seg")
     probs = mask_cls.softmax(-1)[:, :-1]
     expected = sum(probs[q][:, None, None] * mask_pred[q].sigmoid()[None] for q in range(5))
     assert torch.allclose(ours, expected, atol=1e-6)
@@ -80,7 +90,7 @@ def test_instance_inference_topk_and_scores():
     g = torch.Generator().manual_seed(0)
     q, k = 7, 4
     mask_cls, mask_pred = torch.randn(q, k + 1, generator=g), torch.randn(q, 9, 11, generator=g)
-    inst = instance_inference(mask_cls, mask_pred, topk=5)
+    inst = _plain(mask_cls, mask_pred, "instances", topk=5)
     probs = mask_cls.softmax(-1)[:, :-1]
     pairs = sorted(((probs[i, c].item(), i, c) for i in range(q) for c in range(k)), reverse=True)[:5]
     got = sorted(zip(inst.pred_classes.tolist(), inst.scores.tolist()))
@@ -94,14 +104,14 @@ def test_instance_inference_topk_and_scores():
     assert torch.allclose(torch.tensor([s for _, s in got]), torch.tensor([s for _, s in expected]), atol=1e-6)
     assert inst.pred_masks.shape == (5, 9, 11)
     # More requested than (query, class) pairs exist: all of them.
-    assert len(instance_inference(mask_cls, mask_pred, topk=1000)) == q * k
+    assert len(_plain(mask_cls, mask_pred, "instances", topk=1000)) == q * k
 
 
 def test_instance_inference_thing_only_drops_stuff():
     g = torch.Generator().manual_seed(1)
     mask_cls, mask_pred = torch.randn(6, 5, generator=g), torch.randn(6, 5, 5, generator=g)
     thing = torch.tensor([True, False, True, False])
-    inst = instance_inference(mask_cls, mask_pred, topk=24, thing_only=thing)
+    inst = _plain(mask_cls, mask_pred, "instances", thing, topk=24)
     assert len(inst) == 12 and thing[inst.pred_classes].all()
 
 

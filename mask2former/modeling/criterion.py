@@ -13,13 +13,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectron2.projects.point_rend.point_features import (
-    get_uncertain_point_coords_with_randomness,
-    point_sample,
-)
+from detectron2.projects.point_rend.point_features import get_uncertain_point_coords_with_randomness
 from detectron2.utils import comm
 
+from .matcher import dice, indented_repr, masks_at_points
+
 __all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
+
+Outputs = Dict[str, Tensor]  # "pred_logits" (B, Q, K+1), "pred_masks" (B, Q, H, W)
+Targets = List[Dict[str, Tensor]]  # per image "labels" (N_b,), "masks" (N_b, H', W')
+Indices = List[Tuple[Tensor, Tensor]]  # per image (query indices, target indices) matched
+Losses = Dict[str, Tensor]
 
 
 def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
@@ -32,11 +36,7 @@ def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
     Returns:
         scalar: sum over masks of ``1 - (2 |x t| + 1) / (|x| + |t| + 1)``, divided by num_masks.
     """
-    inputs = inputs.sigmoid()
-    numerator = 2 * (inputs * targets).sum(-1)
-    denominator = inputs.sum(-1) + targets.sum(-1)
-    loss = 1 - (numerator + 1) / (denominator + 1)
-    return loss.sum() / num_masks
+    return dice(inputs, targets, pairwise=False).sum() / num_masks
 
 
 def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
@@ -48,6 +48,10 @@ def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor
 
     Returns:
         scalar: per-mask mean BCE over points, summed over masks, divided by num_masks.
+
+    The matcher's pairwise form (:func:`~mask2former.modeling.matcher.batch_sigmoid_ce_loss`)
+    is another computation (two matrix products over the points), not this one broadcast: each
+    keeps the reference's values to the bit.
     """
     loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     return loss.mean(1).sum() / num_masks
@@ -130,13 +134,7 @@ class SetCriterion(nn.Module):
     def _loss_map(self) -> Dict[str, Callable]:
         return {"labels": self.loss_labels, "masks": self.loss_masks}
 
-    def loss_labels(
-        self,
-        outputs: Dict[str, Tensor],
-        targets: List[Dict[str, Tensor]],
-        indices: List[Tuple[Tensor, Tensor]],
-        num_masks: float,
-    ) -> Dict[str, Tensor]:
+    def loss_labels(self, outputs: Outputs, targets: Targets, indices: Indices, num_masks: float) -> Losses:
         """
         Weighted cross-entropy over all queries; unmatched queries target "no object".
         Needs outputs["pred_logits"]: (B, Q, K+1).
@@ -156,13 +154,7 @@ class SetCriterion(nn.Module):
         loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(
-        self,
-        outputs: Dict[str, Tensor],
-        targets: List[Dict[str, Tensor]],
-        indices: List[Tuple[Tensor, Tensor]],
-        num_masks: float,
-    ) -> Dict[str, Tensor]:
+    def loss_masks(self, outputs: Outputs, targets: Targets, indices: Indices, num_masks: float) -> Losses:
         """
         Sigmoid BCE and dice losses of matched masks at ``num_points`` uncertainty-sampled points.
         Needs outputs["pred_masks"]: (B, Q, H, W); targets' "masks": (N_b, H', W').
@@ -185,22 +177,17 @@ class SetCriterion(nn.Module):
             )
         )  # (R, H', W')
 
-        src_masks = src_masks[:, None]
-        target_masks = target_masks[:, None]
-
         with torch.no_grad():
             point_coords = get_uncertain_point_coords_with_randomness(
-                src_masks,
+                src_masks[:, None],
                 calculate_uncertainty,
                 self.num_points,
                 self.oversample_ratio,
                 self.importance_sample_ratio,
             )  # (R, P, 2)
-            point_labels = point_sample(
-                target_masks, point_coords, align_corners=False
-            ).squeeze(1)  # (R, P)
+            point_labels = masks_at_points(target_masks, point_coords)  # (R, P)
 
-        point_logits = point_sample(src_masks, point_coords, align_corners=False).squeeze(1)
+        point_logits = masks_at_points(src_masks, point_coords)
 
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
@@ -208,26 +195,21 @@ class SetCriterion(nn.Module):
         }
 
     @staticmethod
-    def _get_src_permutation_idx(indices: List[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+    def _get_src_permutation_idx(indices: Indices) -> Tuple[Tensor, Tensor]:
         """(batch index, query index) of every matched query, in matching order."""
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for (src, _) in indices])
         return batch_idx, src_idx
 
     def get_loss(
-        self,
-        loss: str,
-        outputs: Dict[str, Tensor],
-        targets: List[Dict[str, Tensor]],
-        indices: List[Tuple[Tensor, Tensor]],
-        num_masks: float,
-    ) -> Dict[str, Tensor]:
+        self, loss: str, outputs: Outputs, targets: Targets, indices: Indices, num_masks: float
+    ) -> Losses:
         loss_map = self._loss_map()
         if loss not in loss_map:
             raise ValueError(f"SetCriterion: unknown loss {loss!r}; available: {sorted(loss_map)}")
         return loss_map[loss](outputs, targets, indices, num_masks)
 
-    def _num_masks(self, targets: List[Dict[str, Tensor]], device: torch.device) -> float:
+    def _num_masks(self, targets: Targets, device: torch.device) -> float:
         """Average number of target masks per process (>= 1), identical on all processes."""
         num_masks = torch.as_tensor(
             [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float, device=device
@@ -237,9 +219,7 @@ class SetCriterion(nn.Module):
             dist.all_reduce(num_masks)
         return torch.clamp(num_masks / world_size, min=1).item()
 
-    def forward(
-        self, outputs: Dict[str, object], targets: List[Dict[str, Tensor]]
-    ) -> Dict[str, Tensor]:
+    def forward(self, outputs: Dict[str, object], targets: Targets) -> Losses:
         """
         Args:
             outputs: {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W),
@@ -257,7 +237,7 @@ class SetCriterion(nn.Module):
         device = outputs_without_aux["pred_logits"].device
         num_masks = self._num_masks(targets, device)
 
-        losses: Dict[str, Tensor] = {}
+        losses: Losses = {}
         for loss in self.losses:
             losses.update(self.get_loss(loss, outputs_without_aux, targets, indices, num_masks))
 
@@ -275,17 +255,9 @@ class SetCriterion(nn.Module):
             return repr(self.matcher)
 
     def __repr__(self) -> str:
-        head = "Criterion " + self.__class__.__name__
-        body = [
-            f"matcher: {self._matcher_repr()}",
-            f"losses: {self.losses}",
-            f"weight_dict: {self.weight_dict}",
-            f"num_classes: {self.num_classes}",
-            f"eos_coef: {self.eos_coef}",
-            f"num_points: {self.num_points}",
-            f"oversample_ratio: {self.oversample_ratio}",
-            f"importance_sample_ratio: {self.importance_sample_ratio}",
-        ]
-        _repr_indent = 4
-        lines = [head] + [" " * _repr_indent + line for line in body]
-        return "\n".join(lines)
+        names = (
+            "losses", "weight_dict", "num_classes", "eos_coef", "num_points", "oversample_ratio",
+            "importance_sample_ratio",
+        )
+        fields = {"matcher": self._matcher_repr(), **{name: getattr(self, name) for name in names}}
+        return indented_repr("Criterion " + self.__class__.__name__, fields, 4)

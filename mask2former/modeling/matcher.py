@@ -18,21 +18,51 @@ from detectron2.projects.point_rend.point_features import point_sample
 __all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss"]
 
 
-def batch_dice_loss(inputs: Tensor, targets: Tensor) -> Tensor:
+def masks_at_points(masks: Tensor, point_coords: Tensor) -> Tensor:
     """
-    Pairwise dice loss between every prediction and every target.
+    Mask values at points, bilinearly (detectron2's ``point_sample``).
 
     Args:
-        inputs: (Q, P) mask logits of Q predictions at P points.
-        targets: (N, P) binary (or soft) target values at the same P points.
+        masks: (N, H, W) masks or mask logits.
+        point_coords: (N, P, 2) points in [0, 1]^2, each mask its own, or (1, P, 2) points
+            shared by all masks (then sampled as the channels of one image: the points are
+            transformed once for all masks).
 
     Returns:
-        (Q, N) tensor: ``1 - (2 |x t| + 1) / (|x| + |t| + 1)`` with ``x = sigmoid(inputs)``.
+        (N, P) values.
+    """
+    if point_coords.shape[0] == 1:
+        return point_sample(masks[None], point_coords, align_corners=False)[0]
+    return point_sample(masks[:, None], point_coords, align_corners=False)[:, 0]
+
+
+def dice(inputs: Tensor, targets: Tensor, pairwise: bool) -> Tensor:
+    """
+    Dice loss ``1 - (2 |x t| + 1) / (|x| + |t| + 1)`` with ``x = sigmoid(inputs)``, of every
+    prediction against every target (``pairwise``: the matcher's cost) or of each prediction
+    against its own target (the criterion's loss).
+
+    Args:
+        inputs: (Q, P) mask logits at P points.
+        targets: (N, P) binary (or soft) target values at the same points; N = Q unless
+            ``pairwise``.
+
+    Returns:
+        (Q, N) if ``pairwise``, else (Q,).
     """
     inputs = inputs.sigmoid()
-    numerator = 2 * torch.einsum("nc,mc->nm", inputs, targets)
-    denominator = inputs.sum(-1)[:, None] + targets.sum(-1)[None, :]
-    return 1 - (numerator + 1) / (denominator + 1)
+    if pairwise:
+        intersection = torch.einsum("nc,mc->nm", inputs, targets)
+        input_sum, target_sum = inputs.sum(-1)[:, None], targets.sum(-1)[None, :]
+    else:
+        intersection = (inputs * targets).sum(-1)
+        input_sum, target_sum = inputs.sum(-1), targets.sum(-1)
+    return 1 - (2 * intersection + 1) / (input_sum + target_sum + 1)
+
+
+def batch_dice_loss(inputs: Tensor, targets: Tensor) -> Tensor:
+    """(Q, N) pairwise dice loss of (Q, P) mask logits against (N, P) targets; see :func:`dice`."""
+    return dice(inputs, targets, pairwise=True)
 
 
 def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
@@ -59,6 +89,12 @@ def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
     return loss / num_points
 
 
+def indented_repr(head: str, fields: Dict[str, object], indent: int) -> str:
+    """``head``, then one indented "name: value" line per field: the layout of the matcher's and
+    the criterion's repr."""
+    return "\n".join([head] + [f"{' ' * indent}{name}: {value}" for name, value in fields.items()])
+
+
 class HungarianMatcher(nn.Module):
     """
     One-to-one assignment of queries to targets minimising
@@ -69,11 +105,7 @@ class HungarianMatcher(nn.Module):
     """
 
     def __init__(
-        self,
-        cost_class: float = 1,
-        cost_mask: float = 1,
-        cost_dice: float = 1,
-        num_points: int = 0,
+        self, cost_class: float = 1, cost_mask: float = 1, cost_dice: float = 1, num_points: int = 0
     ):
         """
         Args:
@@ -120,10 +152,8 @@ class HungarianMatcher(nn.Module):
 
         tgt_masks = tgt_masks.to(pred_masks)
         if point_coords is not None:
-            # masks as the channels of one image: the shared points are transformed and
-            # sampled once for all of them
-            tgt_masks = point_sample(tgt_masks[None], point_coords, align_corners=False)[0]  # (N, P)
-            out_masks = point_sample(pred_masks[None], point_coords, align_corners=False)[0]  # (Q, P)
+            tgt_masks = masks_at_points(tgt_masks, point_coords)  # (N, P)
+            out_masks = masks_at_points(pred_masks, point_coords)  # (Q, P)
         else:
             tgt_masks = F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="nearest")
             tgt_masks = tgt_masks.flatten(1)  # (N, H*W)
@@ -211,12 +241,6 @@ class HungarianMatcher(nn.Module):
         return self.memory_efficient_forward(outputs, targets)
 
     def __repr__(self, _repr_indent: int = 4) -> str:
-        head = "Matcher " + self.__class__.__name__
-        body = [
-            f"cost_class: {self.cost_class}",
-            f"cost_mask: {self.cost_mask}",
-            f"cost_dice: {self.cost_dice}",
-            f"num_points: {self.num_points}",
-        ]
-        lines = [head] + [" " * _repr_indent + line for line in body]
-        return "\n".join(lines)
+        names = ("cost_class", "cost_mask", "cost_dice", "num_points")
+        fields = {name: getattr(self, name) for name in names}
+        return indented_repr("Matcher " + self.__class__.__name__, fields, _repr_indent)

@@ -1,9 +1,8 @@
 """The ``MaskFormer`` meta-architecture: backbone + mask-classification head + set criterion."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
@@ -14,13 +13,7 @@ from detectron2.utils.memory import retry_if_cuda_oom
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..mask_resize import query_mask_outputs
-from ..postprocessing import (
-    instances_from_query_masks,
-    panoptic_inference,
-    panoptic_queries,
-    select_instances,
-)
+from ..postprocessing import InferenceSettings, MaskPostProcessor, build_mask_postprocessor
 
 
 def _build_registered(build_fn, cfg, key: str, name: str, *args):
@@ -62,12 +55,26 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
     )
 
 
+def _setting(name: str) -> property:
+    """A read-only attribute of the original ``MaskFormer``, now one of the post-processor's
+    :class:`~mask2former.modeling.postprocessing.InferenceSettings`."""
+    return property(lambda self: getattr(self.postprocessor.settings, name))
+
+
 @META_ARCH_REGISTRY.register()
 class MaskFormer(nn.Module):
     """
     Mask classification for semantic, instance and panoptic segmentation: a backbone, a head
     predicting Q (class, mask) pairs, trained with a Hungarian-matched set loss.
     """
+
+    semantic_on = _setting("semantic_on")
+    panoptic_on = _setting("panoptic_on")
+    instance_on = _setting("instance_on")
+    object_mask_threshold = _setting("object_mask_threshold")
+    overlap_threshold = _setting("overlap_threshold")
+    test_topk_per_image = _setting("test_topk_per_image")
+    sem_seg_postprocess_before_inference = _setting("sem_seg_postprocess_before_inference")
 
     @configurable
     def __init__(
@@ -88,6 +95,7 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
+        postprocessor: str = "blockwise",
     ):
         """
         Args:
@@ -101,27 +109,26 @@ class MaskFormer(nn.Module):
             pixel_mean, pixel_std: per-channel normalization of the input.
             semantic_on, panoptic_on, instance_on: which outputs inference produces.
             test_topk_per_image: instances kept per image by instance inference.
+            postprocessor: how the outputs are computed from the predictions, "blockwise" or
+                "plain" (see :mod:`~mask2former.modeling.postprocessing`; the same outputs up
+                to float rounding, "plain" with full-resolution logits of every query).
         """
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
         self.num_queries = num_queries
-        self.overlap_threshold = overlap_threshold
-        self.object_mask_threshold = object_mask_threshold
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = self.backbone.size_divisibility
         self.size_divisibility = size_divisibility
-        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.semantic_on = semantic_on
-        self.instance_on = instance_on
-        self.panoptic_on = panoptic_on
-        self.test_topk_per_image = test_topk_per_image
-        if not self.semantic_on:
-            assert self.sem_seg_postprocess_before_inference
+        settings = InferenceSettings(
+            semantic_on, panoptic_on, instance_on, object_mask_threshold, overlap_threshold,
+            test_topk_per_image, sem_seg_postprocess_before_inference,
+        )
+        self.postprocessor: MaskPostProcessor = build_mask_postprocessor(postprocessor, settings)
 
     @classmethod
     def from_config(cls, cfg):
@@ -242,15 +249,9 @@ class MaskFormer(nn.Module):
 
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         """
-        Semantic, panoptic and instance outputs of each image from the last layer's predictions:
-        "pred_logits" (B, Q, K + 1) and "pred_masks" (B, Q, h, w) mask logits.
-
-        The results are those of resizing every query's mask logits to the padded input size,
-        cropping and resizing to the output size, and running the three inferences on them (up
-        to float rounding), without materialising those full-resolution logits: see
-        :func:`~mask2former.modeling.mask_resize.query_mask_outputs`. Only the semantic output
-        reads every query, through its class-weighted sum; full-resolution masks are made only
-        for the queries the panoptic and instance outputs keep.
+        Semantic, panoptic and instance outputs of each image from the last layer's predictions,
+        "pred_logits" (B, Q, K + 1) and "pred_masks" (B, Q, h, w) mask logits, by
+        ``self.postprocessor`` at each input's "height" and "width" (default: its image size).
         """
         is_thing = None
         if self.panoptic_on:
@@ -265,68 +266,8 @@ class MaskFormer(nn.Module):
                 input_per_image.get("width", image_size[1]),
             )
             processed_results.append(
-                retry_if_cuda_oom(self._inference_single_image)(
+                retry_if_cuda_oom(self.postprocessor)(
                     mask_cls, mask_pred, padded_size, tuple(image_size), output_size, is_thing
                 )
             )
         return processed_results
-
-    def _inference_single_image(
-        self,
-        mask_cls: torch.Tensor,
-        mask_pred: torch.Tensor,
-        padded_size: Tuple[int, int],
-        image_size: Tuple[int, int],
-        output_size: Tuple[int, int],
-        is_thing: Optional[torch.Tensor],
-    ) -> Dict:
-        """
-        Args:
-            mask_cls: (Q, K + 1) class logits; mask_pred: (Q, h, w) mask logits.
-            padded_size, image_size: the batch's padded input size and this image's size in it.
-            output_size: (height, width) of the outputs.
-            is_thing: (K,) bool, needed by panoptic inference.
-        """
-        result = {}
-        class_probs = F.softmax(mask_cls, dim=-1)[:, :-1] if self.semantic_on else None
-        if not self.sem_seg_postprocess_before_inference:
-            # semantic only: scores of the image's part of the padded size, then resized like
-            # detectron2's sem_seg_postprocess resizes them
-            scores = query_mask_outputs(
-                mask_pred, padded_size, image_size, image_size, class_probs=class_probs
-            ).sem_seg
-            if tuple(image_size) != tuple(output_size):
-                scores = F.interpolate(scores[None], size=output_size, mode="bilinear", align_corners=False)[0]
-            result["sem_seg"] = scores
-            return result
-
-        # the queries whose full-resolution mask probabilities or binary masks an output reads
-        used = torch.zeros(mask_cls.shape[0], dtype=torch.bool, device=mask_cls.device)
-        if self.panoptic_on:
-            used |= panoptic_queries(mask_cls, self.object_mask_threshold)
-        instance_queries = None
-        if self.instance_on:
-            scores, labels, queries = select_instances(mask_cls, self.test_topk_per_image, is_thing)
-            instance_queries, instance_to_unique = torch.unique(queries, return_inverse=True)
-            used[instance_queries] = True
-        rows = used.nonzero()[:, 0]  # in query order
-        outputs = query_mask_outputs(
-            mask_pred, padded_size, image_size, output_size,
-            class_probs=class_probs, prob_queries=rows, positive_queries=instance_queries,
-        )
-        if self.semantic_on:
-            result["sem_seg"] = outputs.sem_seg
-        if self.panoptic_on:
-            # `rows` keeps the query order and contains every kept query: same segments
-            result["panoptic_seg"] = panoptic_inference(
-                mask_cls[rows], None, is_thing, self.object_mask_threshold, self.overlap_threshold,
-                mask_prob=outputs.probs,
-            )
-        if self.instance_on:
-            row_of_query = torch.full_like(used, -1, dtype=torch.long)
-            row_of_query[rows] = torch.arange(len(rows), device=rows.device)
-            result["instances"] = instances_from_query_masks(
-                scores.to(outputs.probs), labels, outputs.positive,
-                outputs.probs[row_of_query[instance_queries]], instance_to_unique,
-            )
-        return result
