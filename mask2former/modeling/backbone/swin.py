@@ -30,25 +30,6 @@ SWIN_CONFIG_KEYS = (
 )  # fmt: skip
 
 
-def trunc_normal_(
-    tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0
-) -> torch.Tensor:
-    """Fill ``tensor`` in place from N(mean, std^2) truncated to the absolute range [a, b]."""
-
-    def norm_cdf(v: float) -> float:
-        return (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0
-
-    with torch.no_grad():
-        # inverse-CDF sampling: uniform in [cdf(a), cdf(b)], mapped back through erfinv
-        lo, hi = norm_cdf((a - mean) / std), norm_cdf((b - mean) / std)
-        tensor.uniform_(2 * lo - 1, 2 * hi - 1)
-        tensor.erfinv_()
-        tensor.mul_(std * math.sqrt(2.0))
-        tensor.add_(mean)
-        tensor.clamp_(min=a, max=b)
-    return tensor
-
-
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``drop_prob``
     and rescale the kept ones by 1 / (1 - drop_prob), so the expectation is unchanged."""
@@ -174,7 +155,7 @@ class WindowAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        trunc_normal_(self.relative_position_bias_table, std=0.02)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
@@ -416,7 +397,7 @@ class SwinTransformer(nn.Module):
         if ape:
             res = pretrain_img_size // patch_size
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, res, res))
-            trunc_normal_(self.absolute_pos_embed, std=0.02)
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
 
         # stochastic depth rate grows linearly over all blocks of all stages
@@ -448,7 +429,7 @@ class SwinTransformer(nn.Module):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
+            nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0)
         elif isinstance(m, nn.LayerNorm):
