@@ -14,9 +14,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
 from mask2former.config import add_maskformer2_config
-from mask2former.modeling.backbone.swin import (
+from mask2former.modeling.backbone.swin import D2SwinTransformer
+from mask2former.modeling.backbone.swin_blocks import (
     MASKED_LOGIT,
-    D2SwinTransformer,
     DropPath,
     PatchEmbed,
     PatchMerging,
