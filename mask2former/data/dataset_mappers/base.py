@@ -4,7 +4,6 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -226,8 +225,3 @@ class TrainMapperBase:
 
     def _padded_size(self, hw: Tuple[int, int]) -> Tuple[int, int]:
         return padded_size(hw, self.size_divisibility)
-
-    @staticmethod
-    def _image_tensor(image: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) array -> (3, H, W) uint8 tensor."""
-        return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -20,6 +20,7 @@ __all__ = [
     "read_image_checked",
     "read_label_checked",
     "check_labels_match_image",
+    "image_to_tensor",
     "padded_size",
     "pad_bottom_right",
     "check_semantic_labels",
@@ -126,6 +127,11 @@ def check_labels_match_image(
         f"Image {image_file} is {image_hw[0]}x{image_hw[1]} (HxW) but its labels {label_file} "
         f"are {labels_hw[0]}x{labels_hw[1]}{hint}"
     )
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) image array -> (C, H, W) tensor of its dtype (uint8 for read images)."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def padded_size(hw: Tuple[int, int], size_divisibility: int) -> Tuple[int, int]:

@@ -8,7 +8,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
 from .base import TrainMapperBase
-from .common import annotations_to_mask_instances, pad_bottom_right
+from .common import annotations_to_mask_instances, image_to_tensor, pad_bottom_right
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
@@ -69,6 +69,6 @@ class MaskFormerInstanceDatasetMapper(TrainMapperBase):
         self.dropped_instances.update(num_before, len(instances), file_name)
 
         hw = self._padded_size(image.shape[:2])
-        dataset_dict["image"] = self._image_tensor(pad_bottom_right(image, hw, 0))
+        dataset_dict["image"] = image_to_tensor(pad_bottom_right(image, hw, 0))
         dataset_dict["instances"] = _pad_instances(instances, hw)
         return dataset_dict

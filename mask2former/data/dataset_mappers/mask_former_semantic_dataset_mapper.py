@@ -12,6 +12,7 @@ from .base import TrainMapperBase, to_transformable_labels
 from .common import (
     check_labels_match_image,
     check_semantic_labels,
+    image_to_tensor,
     pad_bottom_right,
     read_label_checked,
     semantic_to_instances,
@@ -55,7 +56,7 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
         sem_seg, instances, num_before = self._targets(aug_input.sem_seg, labels, transforms, hw)
         self.dropped_instances.update(num_before, len(instances), dataset_dict["file_name"])
 
-        dataset_dict["image"] = self._image_tensor(pad_bottom_right(aug_input.image, hw, 0))
+        dataset_dict["image"] = image_to_tensor(pad_bottom_right(aug_input.image, hw, 0))
         dataset_dict["sem_seg"] = torch.as_tensor(sem_seg, dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
