@@ -232,6 +232,40 @@ def test_instance_polygons_crowd_and_padding(data):
     np.testing.assert_allclose(inst.gt_boxes.tensor.numpy(), [[5, 10, 20, 30]])
 
 
+def test_convert_coco_poly_to_mask_polygons_and_rle(data):
+    from pycocotools import mask as mask_util
+
+    from mask2former.data.dataset_mappers.coco_instance_new_baseline_dataset_mapper import (
+        convert_coco_poly_to_mask,
+    )
+
+    rle = data["instance"][0]["annotations"][0]["segmentation"]
+    square = [[10, 20, 40, 20, 40, 60, 10, 60]]
+    masks = convert_coco_poly_to_mask([square, rle], 128, 128)
+    assert masks.dtype == torch.uint8 and masks.shape == (2, 128, 128)
+    ys, xs = np.nonzero(masks[0].numpy())
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 39, 20, 59)
+    np.testing.assert_array_equal(masks[1].numpy(), mask_util.decode(rle))
+    assert convert_coco_poly_to_mask([], 7, 9).shape == (0, 7, 9)
+
+
+def test_build_transform_gen_is_the_lsj_augmentation_list():
+    from mask2former.data.dataset_mappers import (
+        coco_instance_new_baseline_dataset_mapper as instance_lsj,
+        coco_panoptic_new_baseline_dataset_mapper as panoptic_lsj,
+    )
+
+    cfg = _cfg("panoptic", "coco_panoptic_lsj", IMAGE_SIZE=96, MIN_SCALE=0.25, MAX_SCALE=2.0)
+    for module in (instance_lsj, panoptic_lsj):
+        augs = module.build_transform_gen(cfg, is_train=True)
+        assert [type(a).__name__ for a in augs] == ["RandomFlip", "NonEmptyResize", "FixedSizeCrop"]
+        resize = augs[1].resize
+        assert (resize.min_scale, resize.max_scale, resize.target_height) == (0.25, 2.0, 96)
+        assert augs[2].crop_size == (96, 96)
+        with pytest.raises(ValueError, match="training"):
+            module.build_transform_gen(cfg, is_train=False)
+
+
 @pytest.mark.parametrize("size,scale", [(96, (0.3, 0.6)), (160, (1.2, 2.0)), (128, (0.5, 1.5))])
 def test_lsj_output_is_exactly_image_size(data, size, scale):
     np.random.seed(1)

@@ -14,16 +14,15 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
 from mask2former.config import add_maskformer2_config
-from mask2former.modeling.backbone.swin import (
+from mask2former.modeling.backbone.swin import D2SwinTransformer
+from mask2former.modeling.backbone.swin_blocks import (
     MASKED_LOGIT,
-    D2SwinTransformer,
     DropPath,
     PatchEmbed,
     PatchMerging,
     SwinTransformerBlock,
     relative_position_index,
     shifted_window_attention_mask,
-    trunc_normal_,
     window_partition,
     window_reverse,
 )
@@ -324,11 +323,6 @@ def test_drop_path():
 
 
 def test_init():
-    torch.manual_seed(0)
-    t = trunc_normal_(torch.empty(100000), std=0.02)
-    assert abs(t.std().item() - 0.02) < 1e-3 and t.abs().max() <= 2.0
-    t = trunc_normal_(torch.empty(100000), std=1.0, a=-1.0, b=1.0)
-    assert t.min() >= -1.0 and t.max() <= 1.0 and t.min() < -0.99
     model = build_backbone(swin_cfg())
     qkv = model.layers[2].blocks[3].attn.qkv
     assert abs(qkv.weight.std().item() - 0.02) < 1e-3 and (qkv.bias == 0).all()

@@ -1,11 +1,10 @@
 """The augmentation lists read from the config, and the part every training mapper shares."""
 
 import logging
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -157,17 +156,37 @@ def to_transformable_labels(labels: np.ndarray) -> np.ndarray:
 
 class TrainMapperBase:
     """
-    Reading and checking the image, padding sizes, and reporting crops that removed every
-    instance. Subclasses define ``__call__``; all of them are for training only.
+    The constructor and config of every training mapper, reading and checking the image,
+    padding sizes, and reporting crops that removed every instance. Subclasses set ``task``
+    and define ``__call__``; all of them are for training only.
     """
 
+    # the task whose class count (metadata) the labels and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow
+    task: str
+    # whether the crop limits the area of a single category, which needs a semantic map
+    category_area_crop = True
+
+    @configurable
     def __init__(
         self,
-        is_train: bool,
+        is_train: bool = True,
+        *,
         augmentations: List[T.Augmentation],
         image_format: str,
+        ignore_label: int = 255,
         size_divisibility: int = 0,
+        num_classes: Optional[int] = None,
+        with_boxes: bool = False,
     ):
+        """
+        Args:
+            augmentations: applied to the image and labels, in order.
+            image_format: detectron2 image format, e.g. "RGB" or "BGR".
+            ignore_label: the label of unannotated pixels in semantic maps, also their padding.
+            size_divisibility: pad to a multiple of this (<= 0: no padding).
+            num_classes: labels / category ids must be < this (None: unchecked).
+            with_boxes: also give instances gt_boxes (XYXY boxes of the masks).
+        """
         name = type(self).__name__
         if not is_train:
             raise ValueError(
@@ -177,9 +196,26 @@ class TrainMapperBase:
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
+        self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
+        self.with_boxes = with_boxes
         self.dropped_instances = DroppedInstancesReporter(name)
         logger.info(f"[{name}] Augmentations used in training: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
+        ignore_label = train_metadata(cfg).get("ignore_label", 255)
+        return {
+            "is_train": is_train,
+            "augmentations": build_mask_former_augmentations(
+                cfg, ignore_label, category_area_crop=cls.category_area_crop
+            ),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+            "num_classes": train_num_classes(cfg, cls.task),
+        }
 
     def _read_image(self, dataset_dict: dict) -> np.ndarray:
         """(H, W, 3) uint8 image in self.image_format; sets "height"/"width" if absent."""
@@ -189,8 +225,3 @@ class TrainMapperBase:
 
     def _padded_size(self, hw: Tuple[int, int]) -> Tuple[int, int]:
         return padded_size(hw, self.size_divisibility)
-
-    @staticmethod
-    def _image_tensor(image: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) array -> (3, H, W) uint8 tensor."""
-        return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

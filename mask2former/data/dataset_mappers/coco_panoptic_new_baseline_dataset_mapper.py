@@ -2,10 +2,10 @@
 
 from typing import Any, Dict
 
-from .base import build_lsj_augmentations
+from .coco_instance_new_baseline_dataset_mapper import build_transform_gen, lsj_mapper_args
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 
-__all__ = ["COCOPanopticNewBaselineDatasetMapper"]
+__all__ = ["COCOPanopticNewBaselineDatasetMapper", "build_transform_gen"]
 
 
 class COCOPanopticNewBaselineDatasetMapper(MaskFormerPanopticDatasetMapper):
@@ -18,6 +18,4 @@ class COCOPanopticNewBaselineDatasetMapper(MaskFormerPanopticDatasetMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
-        ret = super().from_config(cfg, is_train)
-        ret.update(augmentations=build_lsj_augmentations(cfg), size_divisibility=0, with_boxes=True)
-        return ret
+        return lsj_mapper_args(super().from_config(cfg, is_train), cfg, is_train)

@@ -13,13 +13,14 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances, polygons_to_bitmask
 from detectron2.utils.file_io import PathManager
 from panopticapi.utils import rgb2id
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from pycocotools import mask as mask_util
 
 __all__ = [
     "read_image_checked",
     "read_label_checked",
     "check_labels_match_image",
+    "image_to_tensor",
     "padded_size",
     "pad_bottom_right",
     "check_semantic_labels",
@@ -27,6 +28,7 @@ __all__ = [
     "panoptic_to_semantic",
     "panoptic_to_instances",
     "semantic_to_instances",
+    "annotation_mask",
     "annotations_to_mask_instances",
     "make_instances",
     "DroppedInstancesReporter",
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 # PIL modes of 16-bit (and 32-bit integer) single-channel images
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_EXIF_ORIENTATION = 0x0112
 
 
 def _to_8bit(image: Image.Image, file_name: str) -> Image.Image:
@@ -78,8 +79,8 @@ def read_image_checked(file_name: str, image_format: Optional[str]) -> np.ndarra
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image.load()  # decode now: truncated or corrupt data fails here
-            # detectron2's own EXIF handling, which its evaluation mapper applies too
-            image = utils._apply_exif_orientation(image)
+            # the same transposes as detectron2's read_image, which its evaluation mapper uses
+            image = ImageOps.exif_transpose(image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"Image file not found: {file_name}") from e
     except Exception as e:  # PIL's UnidentifiedImageError, truncated files, ...
@@ -91,7 +92,7 @@ def exif_orientation(file_name: str) -> int:
     """The EXIF orientation tag of an image file (1, "as stored", when absent or unreadable)."""
     try:
         with PathManager.open(file_name, "rb") as f:
-            return int(Image.open(f).getexif().get(_EXIF_ORIENTATION, 1))
+            return int(Image.open(f).getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:
         return 1
 
@@ -126,6 +127,11 @@ def check_labels_match_image(
         f"Image {image_file} is {image_hw[0]}x{image_hw[1]} (HxW) but its labels {label_file} "
         f"are {labels_hw[0]}x{labels_hw[1]}{hint}"
     )
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) image array -> (C, H, W) tensor of its dtype (uint8 for read images)."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def padded_size(hw: Tuple[int, int], size_divisibility: int) -> Tuple[int, int]:
@@ -228,13 +234,15 @@ def panoptic_to_instances(
     )
 
 
-def semantic_to_instances(sem_seg: np.ndarray, ignore_label: int) -> Instances:
+def semantic_to_instances(
+    sem_seg: np.ndarray, ignore_label: int, with_boxes: bool = False
+) -> Instances:
     """One instance per class present in a semantic map (H, W), except the ignore label."""
     classes = [int(c) for c in np.unique(sem_seg) if c != ignore_label]
-    return make_instances(sem_seg.shape, classes, [sem_seg == c for c in classes], with_boxes=False)
+    return make_instances(sem_seg.shape, classes, [sem_seg == c for c in classes], with_boxes)
 
 
-def _annotation_mask(segm, hw: Tuple[int, int], file_name: str) -> np.ndarray:
+def annotation_mask(segm, hw: Tuple[int, int], file_name: str) -> np.ndarray:
     """(H, W) uint8 mask of a COCO segmentation: polygons, RLE (compressed or not), or array."""
     if isinstance(segm, list):
         return polygons_to_bitmask(segm, *hw).astype(np.uint8)
@@ -284,7 +292,7 @@ def annotations_to_mask_instances(
                 f"{num_classes} thing classes"
             )
         mask = transforms.apply_segmentation(
-            _annotation_mask(a["segmentation"], original_hw, file_name)
+            annotation_mask(a["segmentation"], original_hw, file_name)
         )
         assert mask.shape == tuple(image_hw), (mask.shape, image_hw)
         masks.append(mask.astype(bool))

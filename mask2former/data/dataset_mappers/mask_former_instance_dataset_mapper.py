@@ -1,15 +1,14 @@
 """Training mapper for COCO-style instance segmentation datasets ("mask_former_instance")."""
 
 import copy
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 import torch.nn.functional as F
-from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from .base import TrainMapperBase, build_mask_former_augmentations, train_num_classes
-from .common import annotations_to_mask_instances, pad_bottom_right
+from .base import TrainMapperBase
+from .common import annotations_to_mask_instances, image_to_tensor, pad_bottom_right
 
 __all__ = ["MaskFormerInstanceDatasetMapper"]
 
@@ -40,41 +39,9 @@ class MaskFormerInstanceDatasetMapper(TrainMapperBase):
     flip.
     """
 
-    # the task whose class count (metadata) the labels and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow
     task = "instance"
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        size_divisibility: int = 0,
-        num_classes: Optional[int] = None,
-        with_boxes: bool = False,
-    ):
-        """
-        Args:
-            augmentations: applied to the image and annotations, in order.
-            image_format: detectron2 image format, e.g. "RGB" or "BGR".
-            size_divisibility: pad to a multiple of this (<= 0: no padding).
-            num_classes: category ids must be < this (None: unchecked).
-            with_boxes: also give instances gt_boxes (from the masks).
-        """
-        super().__init__(is_train, augmentations, image_format, size_divisibility)
-        self.num_classes = num_classes
-        self.with_boxes = with_boxes
-
-    @classmethod
-    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
-        return {
-            "is_train": is_train,
-            "augmentations": build_mask_former_augmentations(cfg, None, category_area_crop=False),
-            "image_format": cfg.INPUT.FORMAT,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": train_num_classes(cfg, cls.task),
-        }
+    # COCO instance annotations give no semantic map to constrain a crop with
+    category_area_crop = False
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -102,6 +69,6 @@ class MaskFormerInstanceDatasetMapper(TrainMapperBase):
         self.dropped_instances.update(num_before, len(instances), file_name)
 
         hw = self._padded_size(image.shape[:2])
-        dataset_dict["image"] = self._image_tensor(pad_bottom_right(image, hw, 0))
+        dataset_dict["image"] = image_to_tensor(pad_bottom_right(image, hw, 0))
         dataset_dict["instances"] = _pad_instances(instances, hw)
         return dataset_dict

@@ -1,9 +1,8 @@
 """Training mapper for panoptic segmentation datasets ("mask_former_panoptic")."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
-from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
@@ -37,33 +36,6 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
 
     task = "panoptic"
     label_file_key = "pan_seg_file_name"
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        ignore_label: int = 255,
-        size_divisibility: int = 0,
-        num_classes: Optional[int] = None,
-        with_boxes: bool = False,
-    ):
-        """
-        Args:
-            see :class:`MaskFormerSemanticDatasetMapper`; num_classes bounds segment category ids.
-            with_boxes: also give instances gt_boxes (XYXY boxes of the masks).
-        """
-        super().__init__(
-            is_train,
-            augmentations=augmentations,
-            image_format=image_format,
-            ignore_label=ignore_label,
-            size_divisibility=size_divisibility,
-            num_classes=num_classes,
-        )
-        self.with_boxes = with_boxes
 
     def _read_labels(self, dataset_dict: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
         for key in (self.label_file_key, "segments_info"):

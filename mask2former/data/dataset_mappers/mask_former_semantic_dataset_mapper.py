@@ -1,24 +1,18 @@
 """Training mapper for semantic segmentation datasets ("mask_former_semantic")."""
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
-from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
 
-from .base import (
-    TrainMapperBase,
-    build_mask_former_augmentations,
-    to_transformable_labels,
-    train_metadata,
-    train_num_classes,
-)
+from .base import TrainMapperBase, to_transformable_labels
 from .common import (
     check_labels_match_image,
     check_semantic_labels,
+    image_to_tensor,
     pad_bottom_right,
     read_label_checked,
     semantic_to_instances,
@@ -42,45 +36,9 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
     ``__call__`` (read, augment, pad, report) is shared.
     """
 
-    # the task whose class count (metadata) the labels and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow
     task = "semantic"
     # the dataset dict field of the label file read by _read_labels
     label_file_key = "sem_seg_file_name"
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        ignore_label: int = 255,
-        size_divisibility: int = 0,
-        num_classes: Optional[int] = None,
-    ):
-        """
-        Args:
-            augmentations: applied to the image and labels, in order.
-            image_format: detectron2 image format, e.g. "RGB" or "BGR".
-            ignore_label: the label of unannotated pixels, also used for padding.
-            size_divisibility: pad to a multiple of this (<= 0: no padding).
-            num_classes: labels must be < this (None: unchecked).
-        """
-        super().__init__(is_train, augmentations, image_format, size_divisibility)
-        self.ignore_label = ignore_label
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
-        ignore_label = train_metadata(cfg).get("ignore_label", 255)
-        return {
-            "is_train": is_train,
-            "augmentations": build_mask_former_augmentations(cfg, ignore_label),
-            "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": ignore_label,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "num_classes": train_num_classes(cfg, cls.task),
-        }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -98,7 +56,7 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
         sem_seg, instances, num_before = self._targets(aug_input.sem_seg, labels, transforms, hw)
         self.dropped_instances.update(num_before, len(instances), dataset_dict["file_name"])
 
-        dataset_dict["image"] = self._image_tensor(pad_bottom_right(aug_input.image, hw, 0))
+        dataset_dict["image"] = image_to_tensor(pad_bottom_right(aug_input.image, hw, 0))
         dataset_dict["sem_seg"] = torch.as_tensor(sem_seg, dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
@@ -138,4 +96,4 @@ class MaskFormerSemanticDatasetMapper(TrainMapperBase):
             before augmentation.
         """
         sem_seg = pad_bottom_right(sem_seg.astype(np.int64), hw, self.ignore_label)
-        return sem_seg, semantic_to_instances(sem_seg, self.ignore_label), labels
+        return sem_seg, semantic_to_instances(sem_seg, self.ignore_label, self.with_boxes), labels

@@ -3,15 +3,13 @@
 import copy
 from typing import Dict
 
-import numpy as np
-import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from .base import NonEmptyResize
-from .common import read_image_checked
+from .common import image_to_tensor, read_image_checked
 
 __all__ = ["MaskFormerTestDatasetMapper"]
 
@@ -37,7 +35,7 @@ class MaskFormerTestDatasetMapper(DatasetMapper):
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        dataset_dict["image"] = image_to_tensor(aug_input.image)
         # evaluators read the ground truth from the files themselves
         dataset_dict.pop("annotations", None)
         dataset_dict.pop("sem_seg_file_name", None)

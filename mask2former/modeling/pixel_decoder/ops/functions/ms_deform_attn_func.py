@@ -245,7 +245,6 @@ def ms_deform_attn(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-    im2col_step: int = 128,
 ) -> torch.Tensor:
     """Multi-scale deformable attention with explicit kernel selection.
 
@@ -263,7 +262,6 @@ def ms_deform_attn(
             level_start_index,
             sampling_locations.to(loc_dtype),
             attention_weights.to(loc_dtype),
-            im2col_step,
         )
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     dtype = torch.promote_types(

@@ -33,6 +33,7 @@ class MSDeformAttn(nn.Module):
                 f"MSDeformAttn: d_model // n_heads = {head_dim} is not a power of 2, which is "
                 "less efficient in the CUDA kernel"
             )
+        # the original's attribute; the kernels need no im2col buffer, so nothing reads it
         self.im2col_step = 128
         self.d_model = d_model
         self.n_levels = n_levels
@@ -134,6 +135,5 @@ class MSDeformAttn(nn.Module):
             input_level_start_index,
             sampling_locations,
             attention_weights,
-            self.im2col_step,
         )
         return self.output_proj(output)

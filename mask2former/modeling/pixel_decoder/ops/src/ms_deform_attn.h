@@ -4,51 +4,9 @@
 
 #include <vector>
 
-#include "cpu/ms_deform_attn_cpu.h"
-#ifdef WITH_CUDA
-#include "cuda/ms_deform_attn_cuda.h"
-#endif
+#include "ms_deform_attn_inputs.h"
 
 namespace mask2former {
-
-// value (N, S, M, D), spatial_shapes (L, 2) int64 (H, W), level_start_index (L,) int64,
-// sampling_loc (N, Lq, M, L, P, 2) normalised (x, y), attn_weight (N, Lq, M, L, P)
-// -> (N, Lq, M*D). All tensors contiguous and on one device.
-inline at::Tensor ms_deform_attn_forward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc,
-    const at::Tensor& attn_weight) {
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return ms_deform_attn_cuda_forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-#else
-    TORCH_CHECK(false, "mask2former._C was built without CUDA support");
-#endif
-  }
-  return ms_deform_attn_cpu_forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-}
-
-// Returns {grad_value, grad_sampling_loc, grad_attn_weight}.
-inline std::vector<at::Tensor> ms_deform_attn_backward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc,
-    const at::Tensor& attn_weight,
-    const at::Tensor& grad_output) {
-  if (value.is_cuda()) {
-#ifdef WITH_CUDA
-    return ms_deform_attn_cuda_backward(
-        value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
-#else
-    TORCH_CHECK(false, "mask2former._C was built without CUDA support");
-#endif
-  }
-  return ms_deform_attn_cpu_backward(
-      value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output);
-}
 
 inline bool with_cuda() {
 #ifdef WITH_CUDA
@@ -56,6 +14,46 @@ inline bool with_cuda() {
 #else
   return false;
 #endif
+}
+
+// Whether `in` goes to the CUDA kernels. Without them (a CPU-only build) this is false or
+// throws, so the CUDA branches below compile to nothing.
+inline bool on_cuda(const Inputs& in) {
+  TORCH_CHECK(!in.value.is_cuda() || with_cuda(), "mask2former._C was built without CUDA support");
+  return in.value.is_cuda();
+}
+
+// The tensors of `Inputs` -> (N, Lq, M*D).
+inline at::Tensor ms_deform_attn_forward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc,
+    const at::Tensor& attn_weight) {
+  const Inputs in{value, spatial_shapes, level_start_index, sampling_loc, attn_weight};
+  if (on_cuda(in)) {
+#ifdef WITH_CUDA
+    return ms_deform_attn_cuda_forward(in);
+#endif
+  }
+  return ms_deform_attn_cpu_forward(in);
+}
+
+// Returns {grad_value, grad_sampling_loc, grad_attn_weight}; grad_output is (N, Lq, M*D).
+inline std::vector<at::Tensor> ms_deform_attn_backward(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_loc,
+    const at::Tensor& attn_weight,
+    const at::Tensor& grad_output) {
+  const Inputs in{value, spatial_shapes, level_start_index, sampling_loc, attn_weight};
+  if (on_cuda(in)) {
+#ifdef WITH_CUDA
+    return ms_deform_attn_cuda_backward(in, grad_output);
+#endif
+  }
+  return ms_deform_attn_cpu_backward(in, grad_output);
 }
 
 }  // namespace mask2former

@@ -3,12 +3,10 @@
 #pragma once
 #include <cstdint>
 
+#include "ms_deform_attn_inputs.h"
+
 namespace mask2former {
 namespace cpu_impl {
-
-struct Dims {
-  int64_t N, S, M, D, Lq, L, P;
-};
 
 // Backward work split: `chunks` channel ranges of `chunk_size` channels per (batch, head).
 struct BackwardSplit {

@@ -10,7 +10,7 @@
 // atomics into a float32 buffer (cast to value's dtype at the end); location/weight gradients
 // are reduced over the channel groups with warp shuffles when D/VEC divides 32, and with
 // atomics otherwise.
-#include "cuda/ms_deform_attn_cuda.h"
+#include "ms_deform_attn_inputs.h"
 
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -27,10 +27,6 @@ constexpr int kThreads = 256;
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
-};
-
-struct Dims {
-  int64_t N, S, M, D, Lq, L, P;
 };
 
 // Bilinear set-up of one sampling point (align_corners=False, zero padding).
@@ -226,50 +222,19 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
   }
 }
 
-Dims check_inputs(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc,
-    const at::Tensor& attn_weight) {
-  TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda: value must be a CUDA tensor");
-  TORCH_CHECK(value.dim() == 4, "ms_deform_attn_cuda: value must be (N, S, M, D), got ", value.sizes());
+constexpr const char* kOp = "ms_deform_attn_cuda";
+
+// check_inputs, plus the dtypes the CUDA kernels are built for.
+Dims check_cuda_inputs(const Inputs& in) {
+  TORCH_CHECK(in.value.is_cuda(), kOp, ": value must be a CUDA tensor");
+  const Dims d = check_inputs(in, kOp);
+  const auto st = in.value.scalar_type();
   TORCH_CHECK(
-      sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
-      "ms_deform_attn_cuda: sampling_loc must be (N, Lq, M, L, P, 2), got ", sampling_loc.sizes());
+      st == at::kFloat || st == at::kHalf || st == at::kBFloat16, kOp,
+      ": value must be float32, float16 or bfloat16, got ", st);
   TORCH_CHECK(
-      attn_weight.dim() == 5, "ms_deform_attn_cuda: attn_weight must be (N, Lq, M, L, P), got ",
-      attn_weight.sizes());
-  TORCH_CHECK(
-      spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2,
-      "ms_deform_attn_cuda: spatial_shapes must be (L, 2), got ", spatial_shapes.sizes());
-  for (const at::Tensor* t : {&value, &sampling_loc, &attn_weight, &spatial_shapes, &level_start_index}) {
-    TORCH_CHECK(t->is_contiguous(), "ms_deform_attn_cuda: inputs must be contiguous");
-    TORCH_CHECK(t->device() == value.device(), "ms_deform_attn_cuda: inputs must be on one device");
-  }
-  TORCH_CHECK(
-      spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
-      "ms_deform_attn_cuda: spatial_shapes and level_start_index must be int64");
-  const auto st = value.scalar_type();
-  TORCH_CHECK(
-      st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
-      "ms_deform_attn_cuda: value must be float32, float16 or bfloat16, got ", st);
-  TORCH_CHECK(
-      sampling_loc.scalar_type() == at::kFloat && attn_weight.scalar_type() == at::kFloat,
-      "ms_deform_attn_cuda: sampling_loc and attn_weight must be float32");
-  Dims d{value.size(0), value.size(1), value.size(2), value.size(3),
-         sampling_loc.size(1), sampling_loc.size(3), sampling_loc.size(4)};
-  TORCH_CHECK(
-      sampling_loc.size(0) == d.N && sampling_loc.size(2) == d.M,
-      "ms_deform_attn_cuda: sampling_loc ", sampling_loc.sizes(), " does not match value ", value.sizes());
-  TORCH_CHECK(
-      attn_weight.size(0) == d.N && attn_weight.size(1) == d.Lq && attn_weight.size(2) == d.M &&
-          attn_weight.size(3) == d.L && attn_weight.size(4) == d.P,
-      "ms_deform_attn_cuda: attn_weight ", attn_weight.sizes(), " does not match sampling_loc ",
-      sampling_loc.sizes());
-  TORCH_CHECK(
-      spatial_shapes.size(0) == d.L && level_start_index.numel() == d.L,
-      "ms_deform_attn_cuda: spatial_shapes/level_start_index must have L=", d.L, " levels");
+      in.sampling_loc.scalar_type() == at::kFloat && in.attn_weight.scalar_type() == at::kFloat,
+      kOp, ": sampling_loc and attn_weight must be float32");
   return d;
 }
 
@@ -295,33 +260,25 @@ int num_blocks(int64_t total) {
 }
 
 template <typename scalar_t, int VEC>
-void launch_forward(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
-                    const at::Tensor& loc, const at::Tensor& attn, at::Tensor& out, const Dims& d) {
+void launch_forward(const Inputs& in, at::Tensor& out, const Dims& d) {
   const int64_t total = d.N * d.Lq * d.M * (d.D / VEC);
   forward_kernel<scalar_t, VEC><<<num_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-      loc.data_ptr<float>(), attn.data_ptr<float>(), out.data_ptr<scalar_t>(), d);
+      in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
+      in.level_start_index.data_ptr<int64_t>(), in.sampling_loc.data_ptr<float>(),
+      in.attn_weight.data_ptr<float>(), out.data_ptr<scalar_t>(), d);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t, int VEC>
-void launch_backward(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
-                     const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& grad_out,
-                     at::Tensor& grad_value, at::Tensor& grad_loc, at::Tensor& grad_attn,
-                     bool warp_reduce, const Dims& d) {
+template <typename scalar_t, int VEC, bool WARP_REDUCE>
+void launch_backward(const Inputs& in, const at::Tensor& grad_out, at::Tensor& grad_value,
+                     at::Tensor& grad_loc, at::Tensor& grad_attn, const Dims& d) {
   const int64_t total = d.N * d.Lq * d.M * (d.D / VEC);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (warp_reduce) {
-    backward_kernel<scalar_t, VEC, true><<<num_blocks(total), kThreads, 0, stream>>>(
-        value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-        loc.data_ptr<float>(), attn.data_ptr<float>(), grad_out.data_ptr<scalar_t>(),
-        grad_value.data_ptr<float>(), grad_loc.data_ptr<float>(), grad_attn.data_ptr<float>(), d);
-  } else {
-    backward_kernel<scalar_t, VEC, false><<<num_blocks(total), kThreads, 0, stream>>>(
-        value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-        loc.data_ptr<float>(), attn.data_ptr<float>(), grad_out.data_ptr<scalar_t>(),
-        grad_value.data_ptr<float>(), grad_loc.data_ptr<float>(), grad_attn.data_ptr<float>(), d);
-  }
+  backward_kernel<scalar_t, VEC, WARP_REDUCE>
+      <<<num_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
+          in.level_start_index.data_ptr<int64_t>(), in.sampling_loc.data_ptr<float>(),
+          in.attn_weight.data_ptr<float>(), grad_out.data_ptr<scalar_t>(),
+          grad_value.data_ptr<float>(), grad_loc.data_ptr<float>(), grad_attn.data_ptr<float>(), d);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -359,62 +316,42 @@ void launch_backward(const at::Tensor& value, const at::Tensor& shapes, const at
 
 }  // namespace
 
-at::Tensor ms_deform_attn_cuda_forward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc,
-    const at::Tensor& attn_weight) {
-  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  const c10::cuda::CUDAGuard device_guard(value.device());
-  at::Tensor output = at::empty({d.N, d.Lq, d.M * d.D}, value.options());
+at::Tensor ms_deform_attn_cuda_forward(const Inputs& in) {
+  const Dims d = check_cuda_inputs(in);
+  const c10::cuda::CUDAGuard device_guard(in.value.device());
+  at::Tensor output = at::empty({d.N, d.Lq, d.M * d.D}, in.value.options());
   if (output.numel() == 0 || d.L == 0 || d.P == 0) {
     return output.zero_();
   }
-  MSDA_DISPATCH_TYPES(value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
-    const int vec = pick_vec<scalar_t>(d.D, {value.data_ptr(), output.data_ptr()});
-    MSDA_DISPATCH_VEC(vec,
-                      launch_forward<scalar_t, VEC>(value, spatial_shapes, level_start_index,
-                                                    sampling_loc, attn_weight, output, d));
+  MSDA_DISPATCH_TYPES(in.value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
+    const int vec = pick_vec<scalar_t>(d.D, {in.value.data_ptr(), output.data_ptr()});
+    MSDA_DISPATCH_VEC(vec, launch_forward<scalar_t, VEC>(in, output, d));
   });
   return output;
 }
 
-std::vector<at::Tensor> ms_deform_attn_cuda_backward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc,
-    const at::Tensor& attn_weight,
-    const at::Tensor& grad_output) {
-  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight);
-  TORCH_CHECK(
-      grad_output.is_contiguous() && grad_output.device() == value.device() &&
-          grad_output.scalar_type() == value.scalar_type(),
-      "ms_deform_attn_cuda_backward: grad_output must be contiguous, on value's device and dtype");
-  TORCH_CHECK(
-      grad_output.dim() == 3 && grad_output.size(0) == d.N && grad_output.size(1) == d.Lq &&
-          grad_output.size(2) == d.M * d.D,
-      "ms_deform_attn_cuda_backward: grad_output must be (N, Lq, M*D), got ", grad_output.sizes());
-  const c10::cuda::CUDAGuard device_guard(value.device());
-  at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(at::kFloat));
-  at::Tensor grad_loc = at::zeros_like(sampling_loc);
-  at::Tensor grad_attn = at::zeros_like(attn_weight);
+std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& in, const at::Tensor& grad_output) {
+  const Dims d = check_cuda_inputs(in);
+  check_grad_output(grad_output, in, d, kOp);
+  const c10::cuda::CUDAGuard device_guard(in.value.device());
+  at::Tensor grad_value = at::zeros(in.value.sizes(), in.value.options().dtype(at::kFloat));
+  at::Tensor grad_loc = at::zeros_like(in.sampling_loc);
+  at::Tensor grad_attn = at::zeros_like(in.attn_weight);
   if (d.N == 0 || d.Lq == 0 || d.M == 0 || d.D == 0 || d.L == 0 || d.P == 0) {
-    return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
+    return {grad_value.to(in.value.scalar_type()), grad_loc, grad_attn};
   }
-  MSDA_DISPATCH_TYPES(value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
-    const int vec = pick_vec<scalar_t>(d.D, {value.data_ptr(), grad_output.data_ptr()});
+  MSDA_DISPATCH_TYPES(in.value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
+    const int vec = pick_vec<scalar_t>(d.D, {in.value.data_ptr(), grad_output.data_ptr()});
     const int64_t groups = d.D / vec;
     // Shuffle reduction needs each (query, head) segment inside one warp: groups | 32.
     const bool warp_reduce = groups <= 32 && (32 % groups) == 0;
-    MSDA_DISPATCH_VEC(vec,
-                      launch_backward<scalar_t, VEC>(value, spatial_shapes, level_start_index,
-                                                     sampling_loc, attn_weight, grad_output,
-                                                     grad_value, grad_loc, grad_attn,
-                                                     warp_reduce, d));
+    MSDA_DISPATCH_VEC(vec, if (warp_reduce) {
+      launch_backward<scalar_t, VEC, true>(in, grad_output, grad_value, grad_loc, grad_attn, d);
+    } else {
+      launch_backward<scalar_t, VEC, false>(in, grad_output, grad_value, grad_loc, grad_attn, d);
+    });
   });
-  return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
+  return {grad_value.to(in.value.scalar_type()), grad_loc, grad_attn};
 }
 
 }  // namespace mask2former
