@@ -8,10 +8,12 @@ from fvcore.transforms import HFlipTransform
 from torch import nn
 
 from detectron2.config import get_cfg
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, hooks
 from detectron2.modeling import DatasetMapperTTA
 from detectron2.utils.env import seed_all_rng
 
+from mask2former.checkpoint import Mask2FormerCheckpointer
+from mask2former.engine.train_loop import FiniteLossSimpleTrainer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
 from model_utils import make_synthetic_root
 
@@ -160,6 +162,12 @@ class _ReseedHook(HookBase):
 def _train(train_net, args):
     cfg = train_net.setup(args)
     trainer = train_net.Trainer(cfg)
+    # DefaultTrainer built the hooks: the one that saves must save through our checkpointer,
+    # and the loop must be the one that checks the losses
+    savers = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert len(savers) == 1 and savers[0].checkpointer is trainer.checkpointer
+    assert isinstance(trainer.checkpointer, Mask2FormerCheckpointer)
+    assert isinstance(trainer._trainer, FiniteLossSimpleTrainer)
     trainer.register_hooks([_ReseedHook()])
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
