@@ -27,6 +27,12 @@ Loading follows one of three rules (``match``):
 
 Failures raise :class:`CheckpointMismatchError`, whose message names the file and lists the
 missing, unexpected and wrong-shape keys with counts.
+
+Both go through the public API of fvcore's ``Checkpointer``: it writes through its
+``path_manager``, here an :class:`AtomicWritePathManager`; the keys that did not load come from
+a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys before
+loading (they come back as missing), the file is read a second time, without loading it, only
+when some key is missing.
 """
 
 import contextlib
@@ -130,6 +136,7 @@ class KeyReport:
     """How the keys of a checkpoint compare with those of a model."""
 
     path: str
+    # for a file matched by name heuristics: its keys that matched a model key
     num_checkpoint_keys: int
     num_model_keys: int
     missing: List[str]  # in the model, not in the checkpoint
@@ -286,11 +293,12 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
 
     # ---------------------------------------------------------------- saving
     def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return  # fvcore's rule: nothing to write (e.g. not the main process)
         if self._saving_disabled is not None:
             self.logger.warning("Not saving %s.pth: %s", name, self._saving_disabled)
             return
-        if self.save_dir and self.save_to_disk:
-            os.makedirs(self.save_dir, exist_ok=True)
+        os.makedirs(self.save_dir, exist_ok=True)
         super().save(name, **kwargs)
 
     def disable_saving(self, reason: str) -> None:
