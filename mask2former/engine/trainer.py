@@ -7,7 +7,6 @@ from typing import List
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.engine import (
-    AMPTrainer,
     DefaultTrainer,
     HookBase,
     SimpleTrainer,
@@ -17,7 +16,7 @@ from detectron2.engine import (
 from detectron2.utils import comm
 
 from ..checkpoint import Mask2FormerCheckpointer
-from .train_loop import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
+from .train_loop import FiniteLossCheck
 
 __all__ = ["ReliableTrainer"]
 
@@ -39,9 +38,9 @@ class ReliableTrainer(DefaultTrainer):
       and no checkpoint is written after a failed iteration, not even ``model_final``;
     - distributed training also runs on CPU processes (gloo).
 
-    It is built by ``DefaultTrainer.__init__``, whose training loop is then replaced by one
-    that checks the losses, and whose checkpointer is replaced by ours before the hooks that
-    save are built (:meth:`build_hooks`).
+    It is built by ``DefaultTrainer.__init__``, whose checkpointer is replaced by ours before
+    the hooks that save are built (:meth:`build_hooks`); its training loop gets a
+    :class:`FiniteLossCheck` hook.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -49,10 +48,9 @@ class ReliableTrainer(DefaultTrainer):
             self._init_on_cpu_processes(cfg)
         else:
             super().__init__(cfg)
-        # the same model, data and optimizer in a loop that checks the losses on every process
-        plain = self._trainer
-        loop = FiniteLossAMPTrainer if isinstance(plain, AMPTrainer) else FiniteLossSimpleTrainer
-        self._trainer = loop(plain.model, plain.data_loader, plain.optimizer)
+        # on the loop: DefaultTrainer's own hooks are not called between backward and step
+        self.loss_check = FiniteLossCheck()
+        self._trainer.register_hooks([self.loss_check])
 
     def _init_on_cpu_processes(self, cfg: CfgNode) -> None:
         # DefaultTrainer.__init__ wraps the model with create_ddp_model(model,
@@ -103,7 +101,14 @@ class ReliableTrainer(DefaultTrainer):
         else:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[], match="init")
 
+    def before_train(self):
+        super().before_train()
+        # after every hook's before_train, so that the losses are read after any forward hook
+        # that another hook put on the model to change them
+        self.loss_check.watch(self.model)
+
     def after_train(self):
+        self.loss_check.unwatch()
         # TrainerBase.train sets iter to max_iter only when every iteration succeeded: after a
         # failure, hooks running in after_train must not replace a good checkpoint
         if self.iter < self.max_iter:
