@@ -127,6 +127,8 @@ class AtomicWritePathManager:
         return self.base.open(path, mode, buffering=buffering, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "base":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.base, name)
 
 
