@@ -15,7 +15,6 @@ pixels that differ.
 import argparse
 import json
 import os
-import sys
 import tempfile
 from typing import Dict, List, Optional
 
@@ -112,8 +111,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     import torch
 
-    sys.path.insert(0, REPO)
-    from benchmarks.common import run_worker
+    from common import run_worker
 
     outputs = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -176,8 +176,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.worker:
         print(json.dumps(measure_case(json.loads(args.worker))))
         return
-    sys.path.insert(0, REPO)
-    from benchmarks.common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
+    from common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
 
     baselines = dict(b.split("=", 1) for b in args.baseline)
     checkouts = {"this": REPO, **baselines}

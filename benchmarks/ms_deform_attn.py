@@ -22,10 +22,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.common import RESULTS, cpu_model, median_time, write_section  # noqa: E402
-from mask2former.modeling.pixel_decoder.ops.functions import (  # noqa: E402
+from common import RESULTS, cpu_model, median_time, write_section  # this script's folder
+from mask2former.modeling.pixel_decoder.ops.functions import (
     kernel_supports,
     ms_deform_attn,
     ms_deform_attn_core_pytorch,

@@ -131,10 +131,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return
-    sys.path.insert(0, REPO)
     import torch
 
-    from benchmarks.common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
+    from common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
 
     spec = {"repo": REPO, "config": args.config, "device": args.device, "size": args.size,
             "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp,

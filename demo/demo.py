@@ -29,18 +29,15 @@ import numpy as np
 import tqdm
 from PIL import UnidentifiedImageError
 
-# `python demo/demo.py` puts demo/ first on sys.path, where "demo" is this file: the repository
-# root must come before it, for the `demo` package and for `mask2former` (not installed)
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO_ROOT)
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
 
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from mask2former.config import build_config
+from mask2former.utils.config_merge import ConfigError
+from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
-from demo.predictor import TASKS, DemoError, VisualizationDemo, choose_task  # noqa: E402
-from mask2former.utils.config_merge import ConfigError  # noqa: E402
-from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
-from mask2former.config import build_config  # noqa: E402
+# the module next to this script: `python demo/demo.py` puts demo/ first on sys.path
+from predictor import TASKS, DemoError, VisualizationDemo, choose_task
 
 logger = logging.getLogger("demo")
 

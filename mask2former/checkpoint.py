@@ -27,6 +27,12 @@ Loading follows one of three rules (``match``):
 
 Failures raise :class:`CheckpointMismatchError`, whose message names the file and lists the
 missing, unexpected and wrong-shape keys with counts.
+
+Both go through the public API of fvcore's ``Checkpointer``: it writes through its
+``path_manager``, here an :class:`AtomicWritePathManager`; the keys that did not load come from
+a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys before
+loading (they come back as missing), the file is read a second time, without loading it, only
+when some key is missing.
 """
 
 import contextlib
@@ -34,9 +40,8 @@ import dataclasses
 import glob
 import os
 import secrets
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -44,6 +49,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointReadError",
+    "AtomicWritePathManager",
     "KeyReport",
     "Mask2FormerCheckpointer",
     "load_model_weights",
@@ -79,19 +85,21 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     """
-    Call ``write(f)`` on a temporary file next to ``path``, flush and fsync it, then rename it
-    to ``path``. If ``write`` raises (or the process dies), ``path`` keeps its old content; on
-    an exception the temporary file is removed.
+    ``open(path, mode)`` for writing, on a temporary file next to ``path`` that is flushed,
+    fsynced and renamed to ``path`` when the ``with`` block ends. If the block raises (or the
+    process dies), ``path`` keeps its old content; on an exception the temporary file is
+    removed.
     """
     directory = os.path.dirname(path) or "."
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     # os.open rather than tempfile.mkstemp: the file gets the usual umask permissions, not 0600
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -102,12 +110,35 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     _fsync_directory(directory)
 
 
+class AtomicWritePathManager:
+    """
+    A path manager (iopath's ``PathManager`` interface) that opens local files for writing with
+    :func:`atomic_open` and passes everything else to ``base``. fvcore's ``Checkpointer`` writes
+    checkpoints and the ``last_checkpoint`` tag through its ``path_manager``: with this one,
+    both are atomic.
+    """
+
+    def __init__(self, base: Any):
+        self.base = base
+
+    def open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> Any:
+        if "w" in mode and "://" not in path:
+            return atomic_open(path, mode)
+        return self.base.open(path, mode, buffering=buffering, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "base":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
 # ----------------------------------------------------------------------------- key comparison
 @dataclasses.dataclass
 class KeyReport:
     """How the keys of a checkpoint compare with those of a model."""
 
     path: str
+    # for a file matched by name heuristics: its keys that matched a model key
     num_checkpoint_keys: int
     num_model_keys: int
     missing: List[str]  # in the model, not in the checkpoint
@@ -166,9 +197,86 @@ class KeyReport:
         return "\n".join(lines)
 
 
-def _is_backbone_only(keys: Sequence[str], matching_heuristics: bool) -> bool:
-    # name-matching heuristics are only used for pretrained (ImageNet) backbones
-    return matching_heuristics or (len(keys) > 0 and all(k.startswith("backbone.") for k in keys))
+class _StateDictProbe(nn.Module):
+    """
+    Stands in for the model in a :class:`DetectionCheckpointer` to get a checkpoint's weights
+    as detectron2 reads them (file formats, ``module.`` prefix, numpy arrays) without loading
+    them: with no state of its own, nothing is dropped for a wrong shape.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.received: Dict[str, Any] = {}
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any):
+        self.received = dict(state_dict)
+        return super().load_state_dict({}, strict=False)  # nothing missing, nothing unexpected
+
+
+def _checkpoint_weights(path: str) -> Dict[str, Any]:
+    probe = _StateDictProbe()
+    DetectionCheckpointer(probe, save_to_disk=False).load(path, checkpointables=[])
+    return probe.received
+
+
+@contextlib.contextmanager
+def _recorded_load(model: nn.Module) -> Iterator[Dict[str, List[str]]]:
+    """Records the missing and unexpected keys of the ``model.load_state_dict`` calls inside."""
+    record: Dict[str, List[str]] = {}
+
+    def hook(module: nn.Module, incompatible: Any) -> None:
+        record["missing"] = list(incompatible.missing_keys)
+        record["unexpected"] = list(incompatible.unexpected_keys)
+
+    handle = model.register_load_state_dict_post_hook(hook)
+    try:
+        yield record
+    finally:
+        handle.remove()
+
+
+def _key_report(
+    model: nn.Module, path: str, record: Dict[str, List[str]], matching_heuristics: bool
+) -> KeyReport:
+    """How the checkpoint ``path``, just loaded into ``model`` with ``record``, fits it."""
+    model_state = model.state_dict()
+    missing, unexpected = record["missing"], record["unexpected"]
+    wrong_shapes: List[Tuple[str, Shape, Shape]] = []
+    if matching_heuristics:
+        # the heuristics match names by suffix and skip wrong shapes themselves: no key list
+        # of the file's own fits the model's names
+        checkpoint_keys = [k for k in model_state if k not in missing]
+    elif missing:
+        # fvcore drops wrong-shape keys before loading, so they come back as missing: their
+        # shapes are only in the file
+        weights = _checkpoint_weights(path)
+        checkpoint_keys = list(weights)
+        wrong_shapes = [
+            (k, tuple(weights[k].shape), tuple(model_state[k].shape))
+            for k in missing
+            if k in weights
+        ]
+        missing = [k for k in missing if k not in weights]
+    else:
+        checkpoint_keys = [k for k in model_state if k not in missing] + unexpected
+    not_loaded = set(missing).union(k for k, _, _ in wrong_shapes)
+    return KeyReport(
+        path=path,
+        num_checkpoint_keys=len(checkpoint_keys),
+        num_model_keys=len(model_state),
+        missing=missing,
+        unexpected=unexpected,
+        wrong_shapes=wrong_shapes,
+        backbone_only=matching_heuristics
+        or (len(checkpoint_keys) > 0 and all(k.startswith("backbone.") for k in checkpoint_keys)),
+        # BatchNorm fills in an absent num_batches_tracked by itself: not a loaded weight
+        num_loaded=sum(
+            k not in not_loaded and not k.endswith("num_batches_tracked") for k in model_state
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- checkpointer
@@ -181,37 +289,19 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
 
     def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
         super().__init__(model, save_dir, **kwargs)
+        self.path_manager = AtomicWritePathManager(self.path_manager)
         self.last_report: Optional[KeyReport] = None
         self._saving_disabled: Optional[str] = None
-        self._match = "exact"
-        self._loading_path = ""
 
     # ---------------------------------------------------------------- saving
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
-            return
-        basename = f"{name}.pth"
+            return  # fvcore's rule: nothing to write (e.g. not the main process)
         if self._saving_disabled is not None:
-            self.logger.warning("Not saving %s: %s", basename, self._saving_disabled)
+            self.logger.warning("Not saving %s.pth: %s", name, self._saving_disabled)
             return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-
         os.makedirs(self.save_dir, exist_ok=True)
-        path = os.path.join(self.save_dir, basename)
-        self.logger.info("Saving checkpoint to %s", path)
-        # torch.save is looked up at call time, so that tests can make it fail midway
-        atomic_write(path, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        """Name ``last_filename_basename`` in ``last_checkpoint``, atomically."""
-        atomic_write(
-            os.path.join(self.save_dir, LAST_CHECKPOINT),
-            lambda f: f.write(last_filename_basename.encode()),
-        )
+        super().save(name, **kwargs)
 
     def disable_saving(self, reason: str) -> None:
         """Make every later :meth:`save` a logged no-op, e.g. once training has failed."""
@@ -250,61 +340,36 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
         if path and "://" not in path and not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
-        self._match, self._loading_path = match, path
-        try:
+        if not path:
             return super().load(path, checkpointables)
-        finally:
-            self._match, self._loading_path = "exact", ""
-            # detectron2 resets it only when loading succeeds; a failed load must not block
-            # the next one
-            self._parsed_url_during_load = None
-
-    def _load_file(self, filename: str) -> Dict[str, Any]:
-        try:
-            return super()._load_file(filename)
-        except Exception as e:  # unpickling fails with many exception types
-            raise CheckpointReadError(
-                f"Cannot read checkpoint {filename!r} ({type(e).__name__}: {e}); "
-                "is it a complete .pth / .pkl file?"
-            ) from e
-
-    def _load_model(self, checkpoint: Dict[str, Any]):
-        keys = list(checkpoint["model"].keys())
-        if keys and all(k.startswith("module.") for k in keys):
-            keys = [k[len("module.") :] for k in keys]  # detectron2 strips the DDP prefix too
-        backbone_only = _is_backbone_only(keys, checkpoint.get("matching_heuristics", False))
-        incompatible = super()._load_model(checkpoint)
-        wrong_shapes = [(k, tuple(c), tuple(m)) for k, c, m in incompatible.incorrect_shapes]
-        # fvcore drops wrong-shape keys before loading, so they come back as missing too
-        wrong_keys = {k for k, _, _ in wrong_shapes}
-        missing = [k for k in incompatible.missing_keys if k not in wrong_keys]
-        not_loaded = wrong_keys.union(missing)
-        model_keys = list(self.model.state_dict())
-        report = KeyReport(
-            path=self._loading_path,
-            num_checkpoint_keys=len(keys),
-            num_model_keys=len(model_keys),
-            missing=missing,
-            unexpected=list(incompatible.unexpected_keys),
-            wrong_shapes=wrong_shapes,
-            backbone_only=backbone_only,
-            # BatchNorm fills in an absent num_batches_tracked by itself: not a loaded weight
-            num_loaded=sum(
-                k not in not_loaded and not k.endswith("num_batches_tracked") for k in model_keys
-            ),
+        # a checkpointer of its own for each load: detectron2's keeps state of a load that
+        # failed midway, and would refuse the next one
+        loader = DetectionCheckpointer(self.model, save_to_disk=False, **self.checkpointables)
+        with _recorded_load(self.model) as record:
+            try:
+                checkpoint = loader.load(path, checkpointables)
+            except Exception as e:  # unpickling fails with many exception types
+                if record:  # the weights were read: not a reading error
+                    raise
+                raise CheckpointReadError(
+                    f"Cannot read checkpoint {path!r} ({type(e).__name__}: {e}); "
+                    "is it a complete .pth / .pkl file?"
+                ) from e
+        report = _key_report(
+            self.model, path, record, checkpoint.get("matching_heuristics", False)
         )
         self.last_report = report
-        problems = report.problems(self._match)
+        problems = report.problems(match)
         if not problems.is_exact():
             hint = (
                 " (a backbone-only checkpoint can only initialise a training)"
-                if report.backbone_only and self._match == "exact"
+                if report.backbone_only and match == "exact"
                 else ""
             )
             raise CheckpointMismatchError(
                 f"Checkpoint does not fit the model{hint}: {problems.describe()}"
             )
-        return incompatible
+        return checkpoint
 
 
 def load_model_weights(model: nn.Module, path: str, *, match: str = "exact") -> None:

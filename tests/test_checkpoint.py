@@ -1,10 +1,11 @@
 """mask2former.checkpoint: atomic saves, the loading rules and their errors, inspect_checkpoint."""
 
 import copy
-import importlib.util
+import importlib
 import os
 import pickle
 import stat
+import sys
 
 import numpy as np
 import pytest
@@ -317,11 +318,10 @@ def test_unreadable_or_absent_files_are_named(synthetic_model, tmp_path):
 # ----------------------------------------------------------------------------- inspect tool
 @pytest.fixture(scope="module")
 def inspect_tool():
-    path = os.path.join(REPO, "tools", "inspect_checkpoint.py")
-    spec = importlib.util.spec_from_file_location("inspect_checkpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # a script: `python tools/inspect_checkpoint.py` puts tools/ on sys.path
+    if os.path.join(REPO, "tools") not in sys.path:
+        sys.path.append(os.path.join(REPO, "tools"))
+    return importlib.import_module("inspect_checkpoint")
 
 
 def test_inspect_checkpoint_exit_codes_and_report(synthetic_model, inspect_tool, tmp_path, capsys):

@@ -12,6 +12,9 @@ import torch
 from detectron2.utils.visualizer import Visualizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# demo.py imports `predictor` from its own folder, which `python demo/demo.py` puts on sys.path
+if os.path.join(REPO, "demo") not in sys.path:
+    sys.path.append(os.path.join(REPO, "demo"))
 PANOPTIC_CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
 INSTANCE_CONFIG = os.path.join(REPO, "configs", "synthetic", "instance.yaml")
 # a small model, and thresholds at 0 so that its random weights still predict segments
@@ -97,7 +100,7 @@ def _mean_change(drawing_bgr: np.ndarray, image_bgr: np.ndarray, where=None) -> 
 
 # ----------------------------------------------------------------------------- predictor
 def test_task_defaults_and_choice():
-    from demo.predictor import DemoError, choose_task, enabled_tasks
+    from predictor import DemoError, choose_task, enabled_tasks
 
     assert enabled_tasks(_cfg()) == ["panoptic", "instance", "semantic"]
     assert choose_task(_cfg()) == "panoptic"
@@ -110,7 +113,7 @@ def test_task_defaults_and_choice():
 
 @pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
 def test_run_on_image_draws_the_chosen_task(checkpoint, task):
-    from demo.predictor import VisualizationDemo
+    from predictor import VisualizationDemo
 
     demo = VisualizationDemo(_cfg("MODEL.WEIGHTS", checkpoint), task=task, confidence_threshold=0)
     # the checkpoint's weights are the model's
@@ -141,7 +144,7 @@ def test_run_on_image_draws_the_chosen_task(checkpoint, task):
 
 
 def test_confidence_threshold_filters_instances(checkpoint):
-    from demo.predictor import VisualizationDemo
+    from predictor import VisualizationDemo
 
     cfg = _cfg("MODEL.WEIGHTS", checkpoint)
     image = _scene(64, 80)
@@ -174,7 +177,7 @@ def test_instance_boxes_come_from_masks():
 
 
 def test_parallel_without_gpu_falls_back_to_one_process(checkpoint, caplog):
-    from demo.predictor import VisualizationDemo
+    from predictor import VisualizationDemo
 
     if torch.cuda.is_available():
         pytest.skip("checks the fallback of a machine without GPU")
@@ -184,7 +187,7 @@ def test_parallel_without_gpu_falls_back_to_one_process(checkpoint, caplog):
 
 
 def test_async_predictor_keeps_order_and_matches_default_predictor(checkpoint):
-    from demo.predictor import AsyncPredictor, build_predictor
+    from predictor import AsyncPredictor, build_predictor
 
     cfg = _cfg("MODEL.WEIGHTS", checkpoint)
     images = [_scene(64, 80, shift) for shift in (0, 8, 16)]

@@ -1,10 +1,12 @@
 """tools/: analyze_model, the torchvision and Swin checkpoint converters, and semantic PQ."""
 
-import importlib.util
+import importlib
 import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 from typing import Dict, List, Set, Tuple
 
 import numpy as np
@@ -34,19 +36,14 @@ PREFIX = "_test_tools_synthetic"
 TINY_DATASET = "_test_tools_tiny_sem_seg"
 
 
-def _tool(file_name: str):
-    """Import tools/<file_name> (the file names have dashes: not importable by name)."""
-    path = os.path.join(REPO, "tools", file_name)
-    spec = importlib.util.spec_from_file_location(file_name[:-3].replace("-", "_"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze = _tool("analyze_model.py")
-tv_converter = _tool("convert-torchvision-to-d2.py")
-swin_converter = _tool("convert-pretrained-swin-model-to-d2.py")
-pq_tool = _tool("evaluate_pq_for_semantic_segmentation.py")
+# the tools are scripts: `python tools/x.py` puts tools/ on sys.path, and so do the tests, to
+# import them by name (some names have dashes, as the reference's: hence importlib)
+if os.path.join(REPO, "tools") not in sys.path:
+    sys.path.append(os.path.join(REPO, "tools"))
+analyze = importlib.import_module("analyze_model")
+tv_converter = importlib.import_module("convert-torchvision-to-d2")
+swin_converter = importlib.import_module("convert-pretrained-swin-model-to-d2")
+pq_tool = importlib.import_module("evaluate_pq_for_semantic_segmentation")
 
 
 @pytest.fixture(scope="module")
@@ -502,6 +499,18 @@ TOOLS = [
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help_has_an_example(tool, capsys):
     with pytest.raises(SystemExit) as e:
-        _tool(tool).main(["--help"])
+        importlib.import_module(tool[: -len(".py")]).main(["--help"])
     assert e.value.code == 0
     assert "e.g. python tools/" + tool in capsys.readouterr().out
+
+
+def test_tools_run_as_scripts_from_another_folder(tmp_path):
+    """As a user runs them: `python tools/x.py`, no path set up, the package imported as
+    installed (here: through PYTHONPATH) and sibling scripts found next to the script."""
+    for script in ("convert-pretrained-swin-model-to-d2.py", "inspect_checkpoint.py"):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", script), "--help"],
+            cwd=str(tmp_path), capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "usage:" in proc.stdout

@@ -8,10 +8,11 @@ from fvcore.transforms import HFlipTransform
 from torch import nn
 
 from detectron2.config import get_cfg
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, hooks
 from detectron2.modeling import DatasetMapperTTA
 from detectron2.utils.env import seed_all_rng
 
+from mask2former.checkpoint import Mask2FormerCheckpointer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
 from model_utils import make_synthetic_root
 
@@ -160,6 +161,12 @@ class _ReseedHook(HookBase):
 def _train(train_net, args):
     cfg = train_net.setup(args)
     trainer = train_net.Trainer(cfg)
+    # DefaultTrainer built the hooks: the one that saves must save through our checkpointer,
+    # and the loop (which calls after_backward) must check the losses
+    savers = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert len(savers) == 1 and savers[0].checkpointer is trainer.checkpointer
+    assert isinstance(trainer.checkpointer, Mask2FormerCheckpointer)
+    assert trainer.loss_check in trainer._trainer._hooks
     trainer.register_hooks([_ReseedHook()])
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
@@ -349,3 +356,39 @@ def test_cpu_workers_do_not_see_cuda(train_net, monkeypatch, num_gpus, hidden):
     train_net.cli(["--config-file", PANOPTIC_CONFIG, "--num-gpus", str(num_gpus), "MODEL.DEVICE", "cpu"])
     assert launched == [num_gpus]
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "0")
+
+
+class _TwoLosses(nn.Module):
+    """Losses (loss_a, loss_b) of a linear layer; loss_b is NaN for an input of NaNs."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return {"loss_a": self.linear.weight.abs().sum(), "loss_b": self.linear(x).sum()}
+
+
+def test_finite_loss_check_stops_the_loop_before_the_step():
+    from detectron2.engine import SimpleTrainer
+    from detectron2.utils.events import EventStorage
+
+    from mask2former.engine import FiniteLossCheck, NonFiniteLossError
+
+    model = _TwoLosses()
+    data = [torch.ones(1, 2), torch.full((1, 2), float("nan"))]
+    loop = SimpleTrainer(model, iter(data), torch.optim.SGD(model.parameters(), lr=0.1))
+    check = FiniteLossCheck()
+    loop.register_hooks([check])
+    check.watch(model)
+    with EventStorage(0):
+        loop.iter = 0
+        loop.run_step()  # finite: stepped
+        stepped = model.linear.weight.detach().clone()
+        loop.iter = 1
+        with pytest.raises(NonFiniteLossError) as e:
+            loop.run_step()
+    assert "iteration 1" in str(e.value) and "loss_b=nan" in str(e.value)
+    assert "loss_a=" in str(e.value) and "loss_a=nan" not in str(e.value)
+    assert torch.equal(model.linear.weight, stepped)  # no optimizer step after the NaN
+    check.unwatch()

@@ -26,19 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.config import CfgNode  # noqa: E402
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog  # noqa: E402
-from detectron2.export import TracingAdapter  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.analysis import FlopCountAnalysis  # noqa: E402
-from fvcore.nn import ActivationCountAnalysis, parameter_count_table  # noqa: E402
-from fvcore.nn.jit_analysis import JitModelAnalysis  # noqa: E402
-from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape  # noqa: E402
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.export import TracingAdapter
+from detectron2.modeling import build_model
+from detectron2.utils.analysis import FlopCountAnalysis
+from fvcore.nn import ActivationCountAnalysis, parameter_count_table
+from fvcore.nn.jit_analysis import JitModelAnalysis
+from fvcore.nn.jit_handles import bmm_flop_jit, generic_activation_jit, get_shape
 
-from mask2former.config import build_config_or_exit  # noqa: E402
-from mask2former.checkpoint import load_model_weights  # noqa: E402
+from mask2former.config import build_config_or_exit
+from mask2former.checkpoint import load_model_weights
 
 TASKS = ("flop", "activation", "parameter", "structure")
 OUTPUTS = ("semantic", "instance", "panoptic")

@@ -16,8 +16,7 @@ attention masks (attn_mask: recomputed for every input size). OUT.pkl holds {"mo
 numpy array}, "__author__": "third_party", "matching_heuristics": True}.
 """
 
-import importlib.util
-import os
+import importlib
 import re
 import sys
 from typing import Dict, Mapping
@@ -26,17 +25,10 @@ import numpy as np
 import torch
 
 
-def _sibling_tool(file_name: str):
-    # the command line and the checkpoint reading / writing are the torchvision converter's,
-    # whose file name (with dashes) cannot be imported by name
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name)
-    spec = importlib.util.spec_from_file_location(file_name.replace("-", "_")[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_d2 = _sibling_tool("convert-torchvision-to-d2.py")
+# the command line and the checkpoint reading / writing are the torchvision converter's, the
+# script next to this one (on sys.path as this script's folder); its name has dashes, as the
+# reference's, so it is imported by name through importlib
+_d2 = importlib.import_module("convert-torchvision-to-d2")
 
 # not parameters of the detection backbone (see the module docstring)
 _DROPPED = re.compile(r"^(head|norm)\.|\.attn_mask$")

@@ -20,7 +20,6 @@ PQ, SQ and RQ are averaged over the classes that have a segment in either.
 
 import argparse
 import json
-import os
 import sys
 from collections import defaultdict
 from typing import Dict, List, Mapping, Sequence
@@ -29,12 +28,11 @@ import numpy as np
 import pycocotools.mask as mask_util
 from panopticapi.evaluation import PQStat
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 
-import mask2former  # noqa: E402,F401  (registers the built-in datasets)
+import mask2former  # noqa: F401  (registers the built-in datasets)
 
 MATCH_IOU = 0.5  # a segment pair matches above this IoU
 MAX_VOID_FRACTION = 0.5  # an unmatched prediction mostly on ignored pixels is not penalized

@@ -14,20 +14,18 @@ exactly (as evaluation requires), 1 otherwise, 2 for a bad config or unreadable 
 
 import argparse
 import logging
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.modeling import build_model  # noqa: E402
+from detectron2.modeling import build_model
 
-from mask2former.checkpoint import (  # noqa: E402
+from mask2former.checkpoint import (
     CheckpointReadError,
     KeyReport,
     inspect_model_weights,
 )
-from mask2former.utils.config_merge import ConfigError  # noqa: E402
-from mask2former.config import build_config  # noqa: E402
+from mask2former.utils.config_merge import ConfigError
+from mask2former.config import build_config
 
 
 def _verdict(report: KeyReport) -> str:

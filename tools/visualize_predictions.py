@@ -18,19 +18,18 @@ from typing import Dict
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
-from PIL import Image  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from PIL import Image
 
-from mask2former.config import build_config_or_exit  # noqa: E402
-from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
-from mask2former.checkpoint import load_model_weights  # noqa: E402
-from mask2former.utils.visualization import instances_with_mask_boxes  # noqa: E402
+from mask2former.config import build_config_or_exit
+from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
+from mask2former.checkpoint import load_model_weights
+from mask2former.utils.visualization import instances_with_mask_boxes
 
 
 def _scale(image: np.ndarray) -> float:

@@ -1,5 +1,5 @@
 """
-detectron2's training loops, stopped on every process by a non-finite loss.
+A hook for detectron2's training loops that stops every process at a non-finite loss.
 
 detectron2's ``SimpleTrainer.write_metrics`` raises ``FloatingPointError`` on the main process
 only: in distributed training the other processes go on to the next iteration and wait in
@@ -9,20 +9,17 @@ step, so the weights stay those of the last finite iteration.
 """
 
 import math
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = [
-    "NonFiniteLossError",
-    "check_losses_finite",
-    "FiniteLossSimpleTrainer",
-    "FiniteLossAMPTrainer",
-]
+__all__ = ["NonFiniteLossError", "check_losses_finite", "FiniteLossCheck"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,23 +60,37 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
     )
 
 
-class _FiniteLossCheckMixin:
-    """Checks the losses where detectron2 writes them: after backward, before the step."""
+class FiniteLossCheck(HookBase):
+    """
+    Stops every process at the first non-finite loss, after the backward pass and before the
+    optimizer step (``after_backward``), with :class:`NonFiniteLossError`.
 
-    def _write_metrics(
-        self,
-        loss_dict: Mapping[str, torch.Tensor],
-        data_time: float,
-        prefix: str = "",
-        iter: Optional[int] = None,
-    ) -> None:
-        check_losses_finite(loss_dict, self.iter if iter is None else iter)
-        super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
+    Register it on the training loop whose ``run_step`` calls ``after_backward``
+    (:class:`SimpleTrainer`, :class:`AMPTrainer`), and :meth:`watch` the model when training
+    starts, after every other hook's ``before_train``: the losses are read from the model's
+    output by a forward hook, which must come after any forward hook that changes them.
+    """
 
+    def __init__(self):
+        self._losses: Optional[Mapping[str, torch.Tensor]] = None
+        self._handle: Optional[RemovableHandle] = None
 
-class FiniteLossSimpleTrainer(_FiniteLossCheckMixin, SimpleTrainer):
-    """:class:`SimpleTrainer` that stops every process on a non-finite loss."""
+    def watch(self, model: nn.Module) -> None:
+        """Read the losses of ``model``'s training forward passes from now on."""
+        self.unwatch()
+        self._handle = model.register_forward_hook(self._record)
 
+    def unwatch(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
-class FiniteLossAMPTrainer(_FiniteLossCheckMixin, AMPTrainer):
-    """:class:`AMPTrainer` that stops every process on a non-finite loss."""
+    def _record(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        # in eval mode the model returns predictions, not losses
+        if module.training:
+            self._losses = output if isinstance(output, Mapping) else {"total_loss": output}
+
+    def after_backward(self) -> None:
+        losses, self._losses = self._losses, None
+        if losses is not None:
+            check_losses_finite(losses, self.trainer.iter)

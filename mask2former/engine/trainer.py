@@ -2,25 +2,27 @@
 
 import logging
 import weakref
-from typing import Any, Dict
+from typing import List
 
-import torch
-
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import (
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import Mask2FormerCheckpointer
-from .train_loop import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
+from .train_loop import FiniteLossCheck
 
 __all__ = ["ReliableTrainer"]
 
 
-def _ddp_kwargs(model: torch.nn.Module) -> Dict[str, Any]:
-    # detectron2 passes device_ids=[local rank], which DDP rejects for a CPU model
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    return {"broadcast_buffers": False, **({"device_ids": None} if on_cpu else {})}
+def _on_cpu_processes(cfg: CfgNode) -> bool:
+    return comm.get_world_size() > 1 and not cfg.MODEL.DEVICE.startswith("cuda")
 
 
 class ReliableTrainer(DefaultTrainer):
@@ -35,32 +37,50 @@ class ReliableTrainer(DefaultTrainer):
     - training stops on every process at the first non-finite loss (before the optimizer step),
       and no checkpoint is written after a failed iteration, not even ``model_final``;
     - distributed training also runs on CPU processes (gloo).
+
+    It is built by ``DefaultTrainer.__init__``, whose checkpointer is replaced by ours before
+    the hooks that save are built (:meth:`build_hooks`); its training loop gets a
+    :class:`FiniteLossCheck` hook.
     """
 
     def __init__(self, cfg: CfgNode):
-        # DefaultTrainer.__init__, step for step, with our training loop, DDP arguments and
-        # checkpointer (the hooks built at the end must get the checkpointer that saves)
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        if _on_cpu_processes(cfg):
+            self._init_on_cpu_processes(cfg)
+        else:
+            super().__init__(cfg)
+        # on the loop: DefaultTrainer's own hooks are not called between backward and step
+        self.loss_check = FiniteLossCheck()
+        self._trainer.register_hooks([self.loss_check])
 
+    def _init_on_cpu_processes(self, cfg: CfgNode) -> None:
+        # DefaultTrainer.__init__ wraps the model with create_ddp_model(model,
+        # broadcast_buffers=False), which adds device_ids=[local rank], and torch's DDP rejects
+        # any device_ids for a CPU model: no argument or method of DefaultTrainer changes that.
+        # So, on CPU processes only, its construction with device_ids=None (AMP needs CUDA).
+        TrainerBase.__init__(self)
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-
-        model = create_ddp_model(model, **_ddp_kwargs(model))
-        loop = FiniteLossAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteLossSimpleTrainer
-        self._trainer = loop(model, data_loader, optimizer)
-
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=None)
+        self._trainer = SimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = Mask2FormerCheckpointer(
+        self.checkpointer = DetectionCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self) -> List[HookBase]:
+        """DefaultTrainer's hooks, saving through a :class:`Mask2FormerCheckpointer`."""
+        # called by DefaultTrainer.__init__ right after it made a plain DetectionCheckpointer
+        plain = self.checkpointer
+        self.checkpointer = Mask2FormerCheckpointer(
+            plain.model, plain.save_dir, save_to_disk=plain.save_to_disk, **plain.checkpointables
+        )
+        return super().build_hooks()
 
     def resume_or_load(self, resume: bool = True) -> None:
         """
@@ -81,7 +101,14 @@ class ReliableTrainer(DefaultTrainer):
         else:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[], match="init")
 
+    def before_train(self):
+        super().before_train()
+        # after every hook's before_train, so that the losses are read after any forward hook
+        # that another hook put on the model to change them
+        self.loss_check.watch(self.model)
+
     def after_train(self):
+        self.loss_check.unwatch()
         # TrainerBase.train sets iter to max_iter only when every iteration succeeded: after a
         # failure, hooks running in after_train must not replace a good checkpoint
         if self.iter < self.max_iter:
