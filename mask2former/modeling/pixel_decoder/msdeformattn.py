@@ -151,14 +151,6 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
                 m._reset_parameters()
         nn.init.normal_(self.level_embed)
 
-    @staticmethod
-    def get_valid_ratio(mask: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) padding mask -> (B, 2) fraction (w, h) of the map that is not padding."""
-        _, H, W = mask.shape
-        valid_H = torch.sum(~mask[:, :, 0], 1)
-        valid_W = torch.sum(~mask[:, 0, :], 1)
-        return torch.stack([valid_W.float() / W, valid_H.float() / H], -1)
-
     def forward(
         self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
