@@ -216,9 +216,9 @@ class TransformerDecoder(nn.Module):
 class _DetrLayer(nn.Module):
     """
     The modules of a DETR layer: self-attention (``self_attn``), in decoder layers
-    (``_cross_attention``) also attention to memory (``multihead_attn``), and an FFN (``linear1``, ``dropout``,
-    ``linear2``); sub-layer i has its own ``norm{i}`` and ``dropout{i}``. Created in the
-    reference's order, so that seeded initialisation matches.
+    (``_cross_attention``) also attention to memory (``multihead_attn``), and an FFN
+    (``linear1``, ``dropout``, ``linear2``); residual sub-layer i has its own ``norm{i}`` and
+    ``dropout{i}``. Created in the reference's order, so that seeded initialisation matches.
     """
 
     _cross_attention: bool
@@ -238,12 +238,14 @@ class _DetrLayer(nn.Module):
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        num_sublayers = 3 if self._cross_attention else 2
-        for i in range(1, num_sublayers + 1):
+        for i in range(1, self._num_sublayers() + 1):
             self.add_module(f"norm{i}", nn.LayerNorm(d_model))
-        for i in range(1, num_sublayers + 1):
+        for i in range(1, self._num_sublayers() + 1):
             self.add_module(f"dropout{i}", nn.Dropout(dropout))
         self.normalize_before = normalize_before
+
+    def _num_sublayers(self) -> int:
+        return 3 if self._cross_attention else 2
 
     def _self_attention_block(
         self, x: Tensor, pos: Optional[Tensor], mask: Optional[Tensor], key_padding_mask: Optional[Tensor]
@@ -254,11 +256,12 @@ class _DetrLayer(nn.Module):
             self.norm1, self.dropout1, self.normalize_before,
         )
 
-    def _ffn_block(self, x: Tensor, index: int) -> Tensor:
-        """The FFN, residual sub-layer ``index``: (L, B, C) -> (L, B, C)."""
+    def _ffn_block(self, x: Tensor) -> Tensor:
+        """The FFN, the last residual sub-layer: (L, B, C) -> (L, B, C)."""
+        last = self._num_sublayers()
         return residual(
             x, lambda y: feed_forward(self.linear1, self.dropout, self.linear2, y),
-            getattr(self, f"norm{index}"), getattr(self, f"dropout{index}"), self.normalize_before,
+            getattr(self, f"norm{last}"), getattr(self, f"dropout{last}"), self.normalize_before,
         )
 
 
@@ -275,7 +278,7 @@ class TransformerEncoderLayer(_DetrLayer):
         pos: Optional[Tensor] = None,
     ) -> Tensor:
         """(HW, B, C) -> (HW, B, C)"""
-        return self._ffn_block(self._self_attention_block(src, pos, src_mask, src_key_padding_mask), 2)
+        return self._ffn_block(self._self_attention_block(src, pos, src_mask, src_key_padding_mask))
 
 
 class TransformerDecoderLayer(_DetrLayer):
@@ -303,4 +306,4 @@ class TransformerDecoderLayer(_DetrLayer):
             ),
             self.norm2, self.dropout2, self.normalize_before,
         )
-        return self._ffn_block(tgt, 3)
+        return self._ffn_block(tgt)
