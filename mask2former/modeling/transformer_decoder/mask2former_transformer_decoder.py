@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 
 from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, aux_outputs
-from .maskformer_transformer_decoder import TRANSFORMER_DECODER_REGISTRY
+from .maskformer_transformer_decoder import TRANSFORMER_DECODER_REGISTRY, decoder_config
 from .position_encoding import PositionEmbeddingSine
 
 # The number of feature levels Mask2Former's decoder attends to in round robin, lowest
@@ -150,19 +150,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 for {cls.__name__} (it counts the "
             f"prediction from the learnable queries), got {dec_layers}"
         )
-        return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
-            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
-            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
-            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
-            "dec_layers": dec_layers - 1,
-            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
-            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-        }
+        return {**decoder_config(cfg, in_channels, mask_classification), "dec_layers": dec_layers - 1}
 
     def forward(
         self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None

@@ -36,6 +36,23 @@ def build_transformer_decoder(cfg, in_channels: int, mask_classification: bool =
     return decoder_cls(cfg, in_channels, mask_classification)
 
 
+def decoder_config(cfg, in_channels: int, mask_classification: bool) -> Dict:
+    """The constructor arguments both transformer decoders read from the config the same way."""
+    mf = cfg.MODEL.MASK_FORMER
+    return {
+        "in_channels": in_channels,
+        "mask_classification": mask_classification,
+        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        "hidden_dim": mf.HIDDEN_DIM,
+        "num_queries": mf.NUM_OBJECT_QUERIES,
+        "nheads": mf.NHEADS,
+        "dim_feedforward": mf.DIM_FEEDFORWARD,
+        "pre_norm": mf.PRE_NORM,
+        "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+    }
+
+
 @TRANSFORMER_DECODER_REGISTRY.register()
 class StandardTransformerDecoder(nn.Module):
     @configurable
@@ -106,20 +123,11 @@ class StandardTransformerDecoder(nn.Module):
     def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> Dict:
         mf = cfg.MODEL.MASK_FORMER
         return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": mf.HIDDEN_DIM,
-            "num_queries": mf.NUM_OBJECT_QUERIES,
-            "nheads": mf.NHEADS,
+            **decoder_config(cfg, in_channels, mask_classification),
             "dropout": mf.DROPOUT,
-            "dim_feedforward": mf.DIM_FEEDFORWARD,
             "enc_layers": mf.ENC_LAYERS,
             "dec_layers": mf.DEC_LAYERS,
-            "pre_norm": mf.PRE_NORM,
             "deep_supervision": mf.DEEP_SUPERVISION,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
         }
 
     def forward(
