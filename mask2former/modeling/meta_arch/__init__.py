@@ -1,2 +1,3 @@
 from .mask_former_head import MaskFormerHead
 from .maskformer import MaskFormer
+from .per_pixel_baseline import PerPixelBaselineHead, PerPixelBaselinePlusHead

@@ -6,24 +6,21 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling import (
+    BACKBONE_REGISTRY,
+    META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    build_backbone,
+    build_sem_seg_head,
+)
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 
+from ...utils.registry import lookup
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..postprocessing import InferenceSettings, MaskPostProcessor, build_mask_postprocessor
-
-
-def _build_registered(build_fn, cfg, key: str, name: str, *args):
-    """Call a detectron2 registry builder; an unknown name becomes an error naming the config key."""
-    try:
-        return build_fn(cfg, *args)
-    except KeyError as e:
-        if f"No object named '{name}'" in str(e):
-            raise KeyError(f"{key}: {name!r} is not registered. {e.args[0]}") from None
-        raise
 
 
 def build_criterion(cfg, num_classes: int) -> SetCriterion:
@@ -132,11 +129,11 @@ class MaskFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = _build_registered(build_backbone, cfg, "MODEL.BACKBONE.NAME", cfg.MODEL.BACKBONE.NAME)
-        sem_seg_head = _build_registered(
-            build_sem_seg_head, cfg, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME,
-            backbone.output_shape(),
-        )
+        # Checked first, for an error that names the config key.
+        lookup(BACKBONE_REGISTRY, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME", "backbone")
+        lookup(SEM_SEG_HEADS_REGISTRY, cfg.MODEL.SEM_SEG_HEAD.NAME, "MODEL.SEM_SEG_HEAD.NAME", "head")
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         test = cfg.MODEL.MASK_FORMER.TEST
         if not (test.SEMANTIC_ON or test.PANOPTIC_ON or test.INSTANCE_ON):
             raise ValueError(

@@ -1,3 +1,2 @@
-from .fpn import BasePixelDecoder
+from .fpn import BasePixelDecoder, TransformerEncoderPixelDecoder, build_pixel_decoder
 from .msdeformattn import MSDeformAttnPixelDecoder
-from .registry import PIXEL_DECODER_REGISTRY, build_pixel_decoder

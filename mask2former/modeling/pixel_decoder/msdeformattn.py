@@ -9,14 +9,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..transformer_decoder.mask2former_transformer_decoder import NUM_MULTI_SCALE_LEVELS
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
-from .fpn import fpn_lateral_and_output_convs
+from .fpn import add_fpn_levels
 from .ops.modules import MSDeformAttn
-from .registry import PIXEL_DECODER_REGISTRY
-
-NUM_MULTI_SCALE_LEVELS = 3
 
 # The reference hard-codes the encoder's FFN width instead of reading DIM_FEEDFORWARD
 # (which sizes the transformer decoder's FFN); published checkpoints depend on it.
@@ -152,14 +151,6 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
                 m._reset_parameters()
         nn.init.normal_(self.level_embed)
 
-    @staticmethod
-    def get_valid_ratio(mask: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) padding mask -> (B, 2) fraction (w, h) of the map that is not padding."""
-        _, H, W = mask.shape
-        valid_H = torch.sum(~mask[:, :, 0], 1)
-        valid_W = torch.sum(~mask[:, 0, :], 1)
-        return torch.stack([valid_W.float() / W, valid_H.float() / H], -1)
-
     def forward(
         self, srcs: List[torch.Tensor], pos_embeds: List[torch.Tensor]
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,7 +182,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         return memory, spatial_shapes, level_start_index
 
 
-@PIXEL_DECODER_REGISTRY.register()
+@SEM_SEG_HEADS_REGISTRY.register()
 class MSDeformAttnPixelDecoder(nn.Module):
     """
     Mask2Former's pixel decoder. The coarse levels named by
@@ -269,17 +260,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         stride = min(self.transformer_feature_strides)
         self.num_fpn_levels = max(int(np.log2(stride) - np.log2(self.common_stride)), 0)
 
-        lateral_convs = []
-        output_convs = []
-        for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lateral_conv, output_conv = fpn_lateral_and_output_convs(in_channels, conv_dim, norm)
-            self.add_module("adapter_{}".format(idx + 1), lateral_conv)
-            self.add_module("layer_{}".format(idx + 1), output_conv)
-            lateral_convs.append(lateral_conv)
-            output_convs.append(output_conv)
         # Top-down order: coarsest first.
-        self.lateral_convs = lateral_convs[::-1]
-        self.output_convs = output_convs[::-1]
+        self.lateral_convs, self.output_convs = add_fpn_levels(
+            self, self.feature_channels[: self.num_fpn_levels], conv_dim, norm
+        )
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):

@@ -1,25 +1,17 @@
 """
-Sequence-first building blocks of the Mask2Former decoder: self-attention, cross-attention and
-feed-forward layers with a residual connection and LayerNorm (post-norm by default, pre-norm
-with ``normalize_before=True``), and a small MLP.
+The transformer layers of both decoders, sequence first: (L, B, C), as ``nn.MultiheadAttention``
+expects by default.
 
-All sequences are (L, B, C): length first, as ``nn.MultiheadAttention`` expects by default.
+Every layer is a chain of residual sub-layers (self-attention, cross-attention, feed-forward),
+each wrapped by :func:`residual` as post-norm ``norm(x + dropout(f(x)))`` or, with
+``normalize_before``, pre-norm ``x + dropout(f(norm(x)))``. The layers differ only in which
+sub-layers they chain and in the names of their modules, which the published checkpoints fix
+(``norm`` in Mask2Former's one-sub-layer layers, ``norm1..3`` in MaskFormer's DETR layers).
 """
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-
-def get_activation_fn(activation: str) -> Callable[[Tensor], Tensor]:
-    """Activation function by name ("relu", "gelu" or "glu")."""
-    if activation == "relu":
-        return F.relu
-    if activation == "gelu":
-        return F.gelu
-    if activation == "glu":
-        return F.glu
-    raise ValueError(f"activation should be relu, gelu or glu, not {activation!r}")
 
 
 def with_pos_embed(tensor: Tensor, pos: Optional[Tensor]) -> Tensor:
@@ -34,28 +26,73 @@ def xavier_init_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
-class SelfAttentionLayer(nn.Module):
-    """Multi-head self-attention among the queries, with residual and LayerNorm."""
+def residual(
+    x: Tensor,
+    sublayer: Callable[[Tensor], Tensor],
+    norm: nn.Module,
+    dropout: nn.Module,
+    normalize_before: bool,
+) -> Tensor:
+    """One residual sub-layer: pre-norm ``x + dropout(sublayer(norm(x)))`` or post-norm
+    ``norm(x + dropout(sublayer(x)))``. (L, B, C) -> (L, B, C)."""
+    if normalize_before:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_before: bool = False,
-    ):
+
+def self_attention(
+    attn: nn.MultiheadAttention,
+    x: Tensor,
+    pos: Optional[Tensor],
+    attn_mask: Optional[Tensor],
+    key_padding_mask: Optional[Tensor],
+) -> Tensor:
+    """Self-attention of x (L, B, C); ``pos`` (L, B, C) is added to queries and keys, not values."""
+    q = k = with_pos_embed(x, pos)
+    return attn(q, k, value=x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+
+
+def cross_attention(
+    attn: nn.MultiheadAttention,
+    x: Tensor,
+    memory: Tensor,
+    pos: Optional[Tensor],
+    query_pos: Optional[Tensor],
+    attn_mask: Optional[Tensor],
+    key_padding_mask: Optional[Tensor],
+) -> Tensor:
+    """Attention from x (Q, B, C) to memory (HW, B, C); ``pos`` is the memory's embedding (keys
+    only), ``query_pos`` the queries'."""
+    return attn(
+        query=with_pos_embed(x, query_pos),
+        key=with_pos_embed(memory, pos),
+        value=memory,
+        attn_mask=attn_mask,
+        key_padding_mask=key_padding_mask,
+    )[0]
+
+
+def feed_forward(linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear, x: Tensor) -> Tensor:
+    """Linear-ReLU-dropout-Linear: (L, B, C) -> (L, B, C)."""
+    return linear2(dropout(F.relu(linear1(x))))
+
+
+def _finish_sublayer(layer: nn.Module, d_model: int, dropout: float, normalize_before: bool) -> None:
+    """Gives a one-sub-layer layer its residual ``norm`` and ``dropout``, then
+    xavier-initialises its weights."""
+    layer.norm = nn.LayerNorm(d_model)
+    layer.dropout = nn.Dropout(dropout)
+    layer.normalize_before = normalize_before
+    xavier_init_(layer)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Multi-head self-attention among the queries, as one residual sub-layer."""
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        # unused: kept so that every layer type has the same constructor signature
-        self.activation = get_activation_fn(activation)
-        self.normalize_before = normalize_before
-        self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        xavier_init_(self)
+        _finish_sublayer(self, d_model, dropout, normalize_before)
 
     def forward(
         self,
@@ -73,42 +110,20 @@ class SelfAttentionLayer(nn.Module):
         Returns:
             (Q, B, C)
         """
-        if self.normalize_before:
-            tgt2 = self.norm(tgt)
-            q = k = with_pos_embed(tgt2, query_pos)
-            tgt2 = self.self_attn(
-                q, k, value=tgt2, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask
-            )[0]
-            return tgt + self.dropout(tgt2)
-        q = k = with_pos_embed(tgt, query_pos)
-        tgt2 = self.self_attn(
-            q, k, value=tgt, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask
-        )[0]
-        return self.norm(tgt + self.dropout(tgt2))
+        return residual(
+            tgt,
+            lambda x: self_attention(self.self_attn, x, query_pos, tgt_mask, tgt_key_padding_mask),
+            self.norm, self.dropout, self.normalize_before,
+        )
 
 
 class CrossAttentionLayer(nn.Module):
-    """Multi-head attention from the queries to image features (memory), with residual and LayerNorm."""
+    """Multi-head attention from the queries to image features (memory), as one residual sub-layer."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dropout: float = 0.0,
-        activation: str = "relu",
-        normalize_before: bool = False,
-    ):
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        # unused: kept so that every layer type has the same constructor signature
-        self.activation = get_activation_fn(activation)
-        self.normalize_before = normalize_before
-        self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        xavier_init_(self)
+        _finish_sublayer(self, d_model, dropout, normalize_before)
 
     def forward(
         self,
@@ -130,50 +145,38 @@ class CrossAttentionLayer(nn.Module):
         Returns:
             (Q, B, C)
         """
-        query = self.norm(tgt) if self.normalize_before else tgt
-        tgt2 = self.multihead_attn(
-            query=with_pos_embed(query, query_pos),
-            key=with_pos_embed(memory, pos),
-            value=memory,
-            attn_mask=memory_mask,
-            key_padding_mask=memory_key_padding_mask,
-        )[0]
-        if self.normalize_before:
-            return tgt + self.dropout(tgt2)
-        return self.norm(tgt + self.dropout(tgt2))
+        return residual(
+            tgt,
+            lambda x: cross_attention(
+                self.multihead_attn, x, memory, pos, query_pos, memory_mask, memory_key_padding_mask
+            ),
+            self.norm, self.dropout, self.normalize_before,
+        )
 
 
 class FFNLayer(nn.Module):
-    """Position-wise feed-forward network (Linear-act-Linear), with residual and LayerNorm."""
+    """Position-wise feed-forward network, as one residual sub-layer."""
 
     def __init__(
         self,
         d_model: int,
         dim_feedforward: int = 2048,
         dropout: float = 0.0,
-        activation: str = "relu",
         normalize_before: bool = False,
     ):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm = nn.LayerNorm(d_model)
-        self.activation = get_activation_fn(activation)
-        self.normalize_before = normalize_before
-        self._reset_parameters()
-
-    def _reset_parameters(self) -> None:
-        xavier_init_(self)
+        # one dropout inside the FFN and on its output, as in the reference
+        _finish_sublayer(self, d_model, dropout, normalize_before)
 
     def forward(self, tgt: Tensor) -> Tensor:
         """(L, B, C) -> (L, B, C)"""
-        if self.normalize_before:
-            tgt2 = self.norm(tgt)
-            tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt2))))
-            return tgt + self.dropout(tgt2)
-        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
-        return self.norm(tgt + self.dropout(tgt2))
+        return residual(
+            tgt,
+            lambda x: feed_forward(self.linear1, self.dropout, self.linear2, x),
+            self.norm, self.dropout, self.normalize_before,
+        )
 
 
 class MLP(nn.Module):
@@ -194,3 +197,18 @@ class MLP(nn.Module):
             if i < self.num_layers - 1:
                 x = F.relu(x)
         return x
+
+
+def aux_outputs(
+    outputs_class: Optional[List[Tensor]], outputs_seg_masks: List[Tensor]
+) -> List[Dict[str, Tensor]]:
+    """
+    Per-prediction dicts for the deep-supervision losses: every prediction but the last.
+
+    Args:
+        outputs_class: per prediction (B, Q, K+1) logits, or None without mask classification.
+        outputs_seg_masks: per prediction (B, Q, H, W) mask logits.
+    """
+    if outputs_class is None:
+        return [{"pred_masks": b} for b in outputs_seg_masks[:-1]]
+    return [{"pred_logits": a, "pred_masks": b} for a, b in zip(outputs_class[:-1], outputs_seg_masks[:-1])]

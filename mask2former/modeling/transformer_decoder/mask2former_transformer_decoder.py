@@ -12,9 +12,13 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 
-from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, aux_outputs
+from .maskformer_transformer_decoder import TRANSFORMER_DECODER_REGISTRY, decoder_config
 from .position_encoding import PositionEmbeddingSine
-from .registry import TRANSFORMER_DECODER_REGISTRY
+
+# The number of feature levels Mask2Former's decoder attends to in round robin, lowest
+# resolution first; every pixel decoder returns this many multi-scale maps.
+NUM_MULTI_SCALE_LEVELS = 3
 
 
 def _resize_maps(x: Tensor, size) -> Tensor:
@@ -60,12 +64,10 @@ def unmask_empty_queries(attn_mask: Tensor) -> Tensor:
 @TRANSFORMER_DECODER_REGISTRY.register()
 class MultiScaleMaskedTransformerDecoder(nn.Module):
     """
-    Mask2Former's decoder. Layer ``i`` does masked cross-attention to feature level ``i % 3``
+    Mask2Former's decoder. Layer ``i`` does masked cross-attention to feature level ``i % NUM_MULTI_SCALE_LEVELS``
     (lowest resolution first), then self-attention among the queries, then an FFN; the attention
     mask of each layer comes from the mask predicted after the previous one.
     """
-
-    _NUM_FEATURE_LEVELS = 3
 
     @configurable
     def __init__(
@@ -125,7 +127,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
 
-        self.num_feature_levels = self._NUM_FEATURE_LEVELS
+        self.num_feature_levels = NUM_MULTI_SCALE_LEVELS
         self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
         self.input_proj = nn.ModuleList()
         for _ in range(self.num_feature_levels):
@@ -148,19 +150,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 for {cls.__name__} (it counts the "
             f"prediction from the learnable queries), got {dec_layers}"
         )
-        return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
-            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
-            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
-            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
-            "dec_layers": dec_layers - 1,
-            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
-            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-        }
+        return {**decoder_config(cfg, in_channels, mask_classification), "dec_layers": dec_layers - 1}
 
     def forward(
         self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None
@@ -237,7 +227,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if self.mask_classification:
             out["pred_logits"] = predictions_class[-1]
         if self.training:
-            out["aux_outputs"] = self._set_aux_loss(
+            out["aux_outputs"] = aux_outputs(
                 predictions_class if self.mask_classification else None, predictions_mask
             )
         return out
@@ -271,15 +261,3 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             attn_logits = torch.einsum("bqc,bchw->bqhw", mask_embed, attn_mask_features)
             attn_mask = attention_mask_from_logits(attn_logits, self.num_heads)
         return outputs_class, outputs_mask, attn_mask
-
-    @torch.jit.unused
-    def _set_aux_loss(
-        self, outputs_class: Optional[List[Tensor]], outputs_seg_masks: List[Tensor]
-    ) -> List[Dict[str, Tensor]]:
-        """Per-prediction dicts for the auxiliary losses: all predictions but the last."""
-        if self.mask_classification:
-            return [
-                {"pred_logits": a, "pred_masks": b}
-                for a, b in zip(outputs_class[:-1], outputs_seg_masks[:-1])
-            ]
-        return [{"pred_masks": b} for b in outputs_seg_masks[:-1]]

@@ -2,7 +2,7 @@
 MaskFormer's transformer decoder: a DETR transformer over one feature map; each query's output
 predicts a class and a mask embedding, dotted with the per-pixel embeddings to give its mask.
 """
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -10,11 +10,47 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
+from detectron2.utils.registry import Registry
 
-from .layers import MLP
+from ...utils.registry import lookup
+from .layers import MLP, aux_outputs
 from .position_encoding import PositionEmbeddingSine
-from .registry import TRANSFORMER_DECODER_REGISTRY
 from .transformer import Transformer
+
+TRANSFORMER_DECODER_REGISTRY = Registry("TRANSFORMER_MODULE")
+TRANSFORMER_DECODER_REGISTRY.__doc__ = """
+Transformer decoders of MaskFormer / Mask2Former, selected by
+``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``. Each is built as
+``cls(cfg, in_channels, mask_classification)`` and returns a dict with ``pred_logits``
+(B, Q, K+1) (when mask_classification), ``pred_masks`` (B, Q, H, W) and ``aux_outputs``.
+"""
+
+
+def build_transformer_decoder(cfg, in_channels: int, mask_classification: bool = True) -> nn.Module:
+    """Build the transformer decoder named by ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``."""
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    decoder_cls = lookup(
+        TRANSFORMER_DECODER_REGISTRY, name, "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME",
+        "transformer decoder",
+    )
+    return decoder_cls(cfg, in_channels, mask_classification)
+
+
+def decoder_config(cfg, in_channels: int, mask_classification: bool) -> Dict:
+    """The constructor arguments both transformer decoders read from the config the same way."""
+    mf = cfg.MODEL.MASK_FORMER
+    return {
+        "in_channels": in_channels,
+        "mask_classification": mask_classification,
+        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        "hidden_dim": mf.HIDDEN_DIM,
+        "num_queries": mf.NUM_OBJECT_QUERIES,
+        "nheads": mf.NHEADS,
+        "dim_feedforward": mf.DIM_FEEDFORWARD,
+        "pre_norm": mf.PRE_NORM,
+        "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+    }
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -87,20 +123,11 @@ class StandardTransformerDecoder(nn.Module):
     def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> Dict:
         mf = cfg.MODEL.MASK_FORMER
         return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": mf.HIDDEN_DIM,
-            "num_queries": mf.NUM_OBJECT_QUERIES,
-            "nheads": mf.NHEADS,
+            **decoder_config(cfg, in_channels, mask_classification),
             "dropout": mf.DROPOUT,
-            "dim_feedforward": mf.DIM_FEEDFORWARD,
             "enc_layers": mf.ENC_LAYERS,
             "dec_layers": mf.DEC_LAYERS,
-            "pre_norm": mf.PRE_NORM,
             "deep_supervision": mf.DEEP_SUPERVISION,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
         }
 
     def forward(
@@ -136,20 +163,8 @@ class StandardTransformerDecoder(nn.Module):
             mask_embed = self.mask_embed(hs)
             outputs_seg_masks = torch.einsum("lbqc,bchw->lbqhw", mask_embed, mask_features)
             out["pred_masks"] = outputs_seg_masks[-1]
-            out["aux_outputs"] = self._set_aux_loss(outputs_class, outputs_seg_masks)
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_seg_masks)
         else:
             mask_embed = self.mask_embed(hs[-1])
             out["pred_masks"] = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         return out
-
-    @torch.jit.unused
-    def _set_aux_loss(
-        self, outputs_class: Optional[Tensor], outputs_seg_masks: Tensor
-    ) -> List[Dict[str, Tensor]]:
-        """Per-layer dicts for the auxiliary losses: every decoder layer but the last."""
-        if self.mask_classification:
-            return [
-                {"pred_logits": a, "pred_masks": b}
-                for a, b in zip(outputs_class[:-1], outputs_seg_masks[:-1])
-            ]
-        return [{"pred_masks": b} for b in outputs_seg_masks[:-1]]

@@ -10,14 +10,41 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import get_activation_fn, with_pos_embed, xavier_init_
+from .layers import cross_attention, feed_forward, residual, self_attention, xavier_init_
 
 
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
+def _encoder(
+    d_model: int, nhead: int, num_layers: int, dim_feedforward: int, dropout: float, normalize_before: bool
+) -> "TransformerEncoder":
+    layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
+    # with pre-norm, the residual stream is never normalized inside the layers
+    norm = nn.LayerNorm(d_model) if normalize_before else None
+    return TransformerEncoder(layer, num_layers, norm)
+
+
+def _flatten_feature_map(
+    src: Tensor, mask: Optional[Tensor], pos_embed: Tensor
+) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """(B, C, H, W) src and pos_embed -> (HW, B, C); (B, H, W) mask -> (B, HW)."""
+    src = src.flatten(2).permute(2, 0, 1)
+    pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
+    if mask is not None:
+        mask = mask.flatten(1)
+    return src, mask, pos_embed
+
+
+def _unflatten_feature_map(memory: Tensor, shape: torch.Size) -> Tensor:
+    """(HW, B, C) -> (B, C, H, W) of the given shape."""
+    return memory.permute(1, 2, 0).reshape(shape)
+
+
 class Transformer(nn.Module):
+    """DETR's encoder-decoder transformer over one feature map."""
+
     def __init__(
         self,
         d_model: int = 512,
@@ -26,20 +53,15 @@ class Transformer(nn.Module):
         num_decoder_layers: int = 6,
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
-        activation: str = "relu",
         normalize_before: bool = False,
         return_intermediate_dec: bool = False,
     ):
         super().__init__()
-        encoder_layer = TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward, dropout, activation, normalize_before
+        self.encoder = _encoder(
+            d_model, nhead, num_encoder_layers, dim_feedforward, dropout, normalize_before
         )
-        # with pre-norm, the residual stream is never normalized inside the layers
-        encoder_norm = nn.LayerNorm(d_model) if normalize_before else None
-        self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers, encoder_norm)
-
         decoder_layer = TransformerDecoderLayer(
-            d_model, nhead, dim_feedforward, dropout, activation, normalize_before
+            d_model, nhead, dim_feedforward, dropout, normalize_before
         )
         self.decoder = TransformerDecoder(
             decoder_layer,
@@ -65,12 +87,9 @@ class Transformer(nn.Module):
                 else 1), each through the decoder's final norm.
             memory: (B, C, H, W) encoder output.
         """
-        bs, c, h, w = src.shape
-        src = src.flatten(2).permute(2, 0, 1)  # (HW, B, C)
-        pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
-        query_embed = query_embed.unsqueeze(1).repeat(1, bs, 1)  # (Q, B, C)
-        if mask is not None:
-            mask = mask.flatten(1)  # (B, HW)
+        shape = src.shape
+        src, mask, pos_embed = _flatten_feature_map(src, mask, pos_embed)
+        query_embed = query_embed.unsqueeze(1).repeat(1, shape[0], 1)  # (Q, B, C)
 
         # queries start empty: their identity is only in the positional embedding
         tgt = torch.zeros_like(query_embed)
@@ -78,7 +97,43 @@ class Transformer(nn.Module):
         hs = self.decoder(
             tgt, memory, memory_key_padding_mask=mask, pos=pos_embed, query_pos=query_embed
         )
-        return hs.transpose(1, 2), memory.permute(1, 2, 0).reshape(bs, c, h, w)
+        return hs.transpose(1, 2), _unflatten_feature_map(memory, shape)
+
+
+class TransformerEncoderOnly(nn.Module):
+    """The encoder half of :class:`Transformer`: self-attention layers over one feature map
+    (MaskFormer's ``TransformerEncoderPixelDecoder`` runs it on the coarsest level)."""
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+    ):
+        super().__init__()
+        self.encoder = _encoder(
+            d_model, nhead, num_encoder_layers, dim_feedforward, dropout, normalize_before
+        )
+        self.d_model = d_model
+        self.nhead = nhead
+        xavier_init_(self)
+
+    def forward(self, src: Tensor, mask: Optional[Tensor], pos_embed: Tensor) -> Tensor:
+        """
+        Args:
+            src: (B, C, H, W) image features.
+            mask: (B, H, W) bool, True at padded pixels, or None.
+            pos_embed: (B, C, H, W) positional encoding of src.
+        Returns:
+            (B, C, H, W) encoder output.
+        """
+        shape = src.shape
+        src, mask, pos_embed = _flatten_feature_map(src, mask, pos_embed)
+        memory = self.encoder(src, src_key_padding_mask=mask, pos=pos_embed)
+        return _unflatten_feature_map(memory, shape)
 
 
 class TransformerEncoder(nn.Module):
@@ -158,8 +213,15 @@ class TransformerDecoder(nn.Module):
         return output.unsqueeze(0)
 
 
-class TransformerEncoderLayer(nn.Module):
-    """Self-attention + FFN, each with residual and LayerNorm (post- or pre-norm)."""
+class _DetrLayer(nn.Module):
+    """
+    The modules of a DETR layer: self-attention (``self_attn``), in decoder layers
+    (``_cross_attention``) also attention to memory (``multihead_attn``), and an FFN
+    (``linear1``, ``dropout``, ``linear2``); residual sub-layer i has its own ``norm{i}`` and
+    ``dropout{i}``. Created in the reference's order, so that seeded initialisation matches.
+    """
+
+    _cross_attention: bool
 
     def __init__(
         self,
@@ -167,25 +229,46 @@ class TransformerEncoderLayer(nn.Module):
         nhead: int,
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
-        activation: str = "relu",
         normalize_before: bool = False,
     ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        if self._cross_attention:
+            self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-        self.activation = get_activation_fn(activation)
+        for i in range(1, self._num_sublayers() + 1):
+            self.add_module(f"norm{i}", nn.LayerNorm(d_model))
+        for i in range(1, self._num_sublayers() + 1):
+            self.add_module(f"dropout{i}", nn.Dropout(dropout))
         self.normalize_before = normalize_before
 
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+    def _num_sublayers(self) -> int:
+        return 3 if self._cross_attention else 2
+
+    def _self_attention_block(
+        self, x: Tensor, pos: Optional[Tensor], mask: Optional[Tensor], key_padding_mask: Optional[Tensor]
+    ) -> Tensor:
+        """The first residual sub-layer: (L, B, C) -> (L, B, C)."""
+        return residual(
+            x, lambda y: self_attention(self.self_attn, y, pos, mask, key_padding_mask),
+            self.norm1, self.dropout1, self.normalize_before,
+        )
+
+    def _ffn_block(self, x: Tensor) -> Tensor:
+        """The FFN, the last residual sub-layer: (L, B, C) -> (L, B, C)."""
+        last = self._num_sublayers()
+        return residual(
+            x, lambda y: feed_forward(self.linear1, self.dropout, self.linear2, y),
+            getattr(self, f"norm{last}"), getattr(self, f"dropout{last}"), self.normalize_before,
+        )
+
+
+class TransformerEncoderLayer(_DetrLayer):
+    """Self-attention, then FFN; each a residual sub-layer (post- or pre-norm)."""
+
+    _cross_attention = False
 
     def forward(
         self,
@@ -195,55 +278,13 @@ class TransformerEncoderLayer(nn.Module):
         pos: Optional[Tensor] = None,
     ) -> Tensor:
         """(HW, B, C) -> (HW, B, C)"""
-        if self.normalize_before:
-            src2 = self.norm1(src)
-            q = k = with_pos_embed(src2, pos)
-            src2 = self.self_attn(
-                q, k, value=src2, attn_mask=src_mask, key_padding_mask=src_key_padding_mask
-            )[0]
-            src = src + self.dropout1(src2)
-            src = src + self.dropout2(self._ffn(self.norm2(src)))
-            return src
-        q = k = with_pos_embed(src, pos)
-        src2 = self.self_attn(
-            q, k, value=src, attn_mask=src_mask, key_padding_mask=src_key_padding_mask
-        )[0]
-        src = self.norm1(src + self.dropout1(src2))
-        src = self.norm2(src + self.dropout2(self._ffn(src)))
-        return src
+        return self._ffn_block(self._self_attention_block(src, pos, src_mask, src_key_padding_mask))
 
 
-class TransformerDecoderLayer(nn.Module):
-    """Self-attention, cross-attention to memory, FFN; each with residual and LayerNorm."""
+class TransformerDecoderLayer(_DetrLayer):
+    """Self-attention, cross-attention to memory, FFN; each a residual sub-layer."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        normalize_before: bool = False,
-    ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-
-        self.activation = get_activation_fn(activation)
-        self.normalize_before = normalize_before
-
-    def _ffn(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+    _cross_attention = True
 
     def forward(
         self,
@@ -257,31 +298,12 @@ class TransformerDecoderLayer(nn.Module):
         query_pos: Optional[Tensor] = None,
     ) -> Tensor:
         """tgt (Q, B, C), memory (HW, B, C) -> (Q, B, C)"""
-        pre = self.normalize_before
-        # self-attention among queries
-        x = self.norm1(tgt) if pre else tgt
-        q = k = with_pos_embed(x, query_pos)
-        tgt2 = self.self_attn(
-            q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask
-        )[0]
-        tgt = tgt + self.dropout1(tgt2)
-        if not pre:
-            tgt = self.norm1(tgt)
-        # cross-attention to the image
-        x = self.norm2(tgt) if pre else tgt
-        tgt2 = self.multihead_attn(
-            query=with_pos_embed(x, query_pos),
-            key=with_pos_embed(memory, pos),
-            value=memory,
-            attn_mask=memory_mask,
-            key_padding_mask=memory_key_padding_mask,
-        )[0]
-        tgt = tgt + self.dropout2(tgt2)
-        if not pre:
-            tgt = self.norm2(tgt)
-        # FFN
-        x = self.norm3(tgt) if pre else tgt
-        tgt = tgt + self.dropout3(self._ffn(x))
-        if not pre:
-            tgt = self.norm3(tgt)
-        return tgt
+        tgt = self._self_attention_block(tgt, query_pos, tgt_mask, tgt_key_padding_mask)
+        tgt = residual(
+            tgt,
+            lambda x: cross_attention(
+                self.multihead_attn, x, memory, pos, query_pos, memory_mask, memory_key_padding_mask
+            ),
+            self.norm2, self.dropout2, self.normalize_before,
+        )
+        return self._ffn_block(tgt)
