@@ -13,7 +13,7 @@ from .data.dataset_mappers.mask_former_instance_dataset_mapper import MaskFormer
 from .data.dataset_mappers.mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .data.dataset_mappers.mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 from .evaluation.instance_evaluation import InstanceSegEvaluator
-from .modeling.meta_arch.maskformer import MaskFormer
+from .maskformer_model import MaskFormer
 from .test_time_augmentation import SemanticSegmentorWithTTA
 
 __all__ = [
