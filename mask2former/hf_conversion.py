@@ -335,8 +335,19 @@ def load_hf_checkpoint(directory: str) -> Tuple[Dict[str, torch.Tensor], HFCheck
     overrides = hf_config_to_d2_overrides(hf_config, config_path)
     hf_state, weights_file = read_hf_weights(directory)
     state = hf_to_d2_state_dict(hf_state, weights_file)
+    _add_missing_position_indices(state, overrides["MODEL.SWIN.WINDOW_SIZE"])
     names = [hf_config.id2label[i] for i in sorted(hf_config.id2label)]
     return state, HFCheckpointInfo(directory, weights_file, overrides, names)
+
+
+def _add_missing_position_indices(state: Dict[str, torch.Tensor], window_size: int) -> None:
+    """Files that leave out the Swin blocks' ``relative_position_index`` buffers (a function of
+    the window size only) get them back, as our checkpoints and model have them."""
+    from .modeling.backbone.swin import relative_position_index
+
+    suffix = "relative_position_bias_table"
+    for key in [k for k in state if k.endswith(suffix)]:
+        state.setdefault(key[: -len(suffix)] + "relative_position_index", relative_position_index(window_size))
 
 
 def register_class_names(dataset_name: str, metadata_json: str) -> str:

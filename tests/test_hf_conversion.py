@@ -156,6 +156,23 @@ def test_round_trips_are_exact(hf_model_dir, converted, tmp_path):
     assert hf_config_to_d2_overrides(reloaded.config) == hf_config_to_d2_overrides(hf_model.config)
 
 
+def test_files_without_position_index_buffers_get_them_back(hf_model_dir, converted, tmp_path):
+    from safetensors.torch import save_file
+
+    hf_model, hf_dir = hf_model_dir
+    pruned = {k: v.contiguous() for k, v in hf_model.state_dict().items() if not k.endswith("relative_position_index")}
+    assert len(pruned) == len(hf_model.state_dict()) - 12  # one per Swin-T block
+    (tmp_path / "pruned").mkdir()
+    save_file(pruned, str(tmp_path / "pruned" / "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(hf_dir, "config.json")) as src, open(tmp_path / "pruned" / "config.json", "w") as dst:
+        dst.write(src.read())
+    state, info = load_hf_checkpoint(str(tmp_path / "pruned"))
+    ours = converted[2].state_dict()
+    assert sorted(state) == sorted(ours)
+    assert all(torch.equal(state[k], ours[k]) for k in ours)
+    assert info.weights_file == str(tmp_path / "pruned" / "model.safetensors")
+
+
 def test_bad_input_is_one_clear_message(hf_model_dir, converted, tmp_path, capsys):
     _, hf_dir = hf_model_dir
     # an HF directory of another architecture

@@ -30,7 +30,7 @@ import torch
 import yaml
 from detectron2.modeling import build_model
 
-from mask2former.checkpoint import load_model_weights
+from mask2former.checkpoint import CheckpointMismatchError, load_model_weights
 from mask2former.config import build_config
 from mask2former.hf_conversion import HFConversionError, load_hf_checkpoint
 from mask2former.utils.config_merge import ConfigError
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config_path = convert(args.hf_dir, args.output_dir, args.base_config)
-    except (HFConversionError, ConfigError) as e:
+    except (HFConversionError, ConfigError, CheckpointMismatchError) as e:
         parser.error(str(e))
     print(f"wrote {config_path}, model_final.pth and metadata.json in {args.output_dir}")
     return 0
