@@ -35,6 +35,7 @@ __all__ = [
     "read_hf_config",
     "read_hf_weights",
     "load_hf_checkpoint",
+    "read_class_names",
     "register_class_names",
 ]
 
@@ -350,19 +351,27 @@ def _add_missing_position_indices(state: Dict[str, torch.Tensor], window_size: i
         state.setdefault(key[: -len(suffix)] + "relative_position_index", relative_position_index(window_size))
 
 
-def register_class_names(dataset_name: str, metadata_json: str) -> str:
-    """
-    Register the class names of a converted checkpoint (``metadata.json`` written by
-    ``tools/convert_hf_to_d2.py``) as detectron2 metadata ``dataset_name``
-    (``thing_classes`` and ``stuff_classes``, both in class-id order), so that drawings name
-    the classes: set ``DATASETS.TEST`` to ``(dataset_name,)``. Returns ``dataset_name``.
-    """
-    from detectron2.data import MetadataCatalog
-
+def read_class_names(metadata_json: str) -> List[str]:
+    """The ``class_names`` list of a ``metadata.json`` written by ``tools/convert_hf_to_d2.py``."""
     try:
         with open(metadata_json) as f:
             names = json.load(f)["class_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError("class_names is not a list of strings")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise HFConversionError(f"{metadata_json}: no class_names list ({type(e).__name__}: {e})") from e
-    MetadataCatalog.get(dataset_name).set(thing_classes=list(names), stuff_classes=list(names))
+    return names
+
+
+def register_class_names(dataset_name: str, metadata_json: str) -> str:
+    """
+    Register the class names of :func:`read_class_names` as detectron2 metadata
+    ``dataset_name`` (``thing_classes`` and ``stuff_classes``, both in class-id order), so that
+    drawings name the classes: set ``DATASETS.TEST`` to ``(dataset_name,)``. Returns
+    ``dataset_name``.
+    """
+    from detectron2.data import MetadataCatalog
+
+    names = read_class_names(metadata_json)
+    MetadataCatalog.get(dataset_name).set(thing_classes=names, stuff_classes=list(names))
     return dataset_name

@@ -25,18 +25,19 @@ from detectron2.modeling import build_model
 
 from mask2former.checkpoint import CheckpointMismatchError, CheckpointReadError, load_model_weights
 from mask2former.config import build_config_or_exit
-from mask2former.hf_conversion import HFConversionError, d2_config_to_hf_config, d2_to_hf_state_dict
+from mask2former.hf_conversion import (
+    HFConversionError,
+    d2_config_to_hf_config,
+    d2_to_hf_state_dict,
+    read_class_names,
+)
 
 
 def class_names(cfg, metadata_json: str) -> List[str]:
     """One name per class, in class-id order (see the module doc for where they come from)."""
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     if metadata_json:
-        try:
-            with open(metadata_json) as f:
-                return list(json.load(f)["class_names"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise HFConversionError(f"--metadata {metadata_json}: no class_names list ({e})") from e
+        return read_class_names(metadata_json)
     if cfg.DATASETS.TEST:
         metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         for key in ("stuff_classes", "thing_classes"):

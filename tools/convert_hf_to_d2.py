@@ -100,7 +100,7 @@ def convert(hf_dir: str, output_dir: str, base_config: str = "") -> str:
     with open(config_path, "w") as f:
         f.write(f"# converted from the Hugging Face checkpoint {os.path.abspath(hf_dir)}\n")
         f.write("# class names: metadata.json (mask2former.hf_conversion.register_class_names)\n")
-        yaml.safe_dump(body, f, sort_keys=False)
+        yaml.safe_dump(body, f, sort_keys=False, default_flow_style=None)
     with open(os.path.join(output_dir, "metadata.json"), "w") as f:
         json.dump({"class_names": info.class_names, "hf_directory": os.path.abspath(hf_dir)}, f, indent=1)
     cfg, _ = build_config(argparse.Namespace(config_file=config_path, opts=["MODEL.DEVICE", "cpu"]))
