@@ -337,7 +337,10 @@ def load_hf_checkpoint(directory: str) -> Tuple[Dict[str, torch.Tensor], HFCheck
     hf_state, weights_file = read_hf_weights(directory)
     state = hf_to_d2_state_dict(hf_state, weights_file)
     _add_missing_position_indices(state, overrides["MODEL.SWIN.WINDOW_SIZE"])
-    names = [hf_config.id2label[i] for i in sorted(hf_config.id2label)]
+    ids = sorted(hf_config.id2label)
+    if ids != list(range(len(ids))):
+        raise HFConversionError(f"{config_path}: id2label ids {ids[:10]}... are not 0..{len(ids) - 1}")
+    names = [hf_config.id2label[i] for i in ids]
     return state, HFCheckpointInfo(directory, weights_file, overrides, names)
 
 

@@ -221,3 +221,19 @@ def test_library_errors_name_the_fault(tmp_path):
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
     with pytest.raises(HFConversionError, match="PIXEL_DECODER_NAME = 'BasePixelDecoder' is not supported"):
         d2_config_to_hf_config(cfg, ["x"] * 133)
+
+
+@pytest.mark.parametrize(
+    "num_classes, embed_dim, depths, expected",
+    [
+        (133, 96, [2, 2, 6, 2], "coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"),
+        (80, 192, [2, 2, 18, 2], "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"),
+        (150, 96, [2, 2, 6, 2], "ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"),
+        # no Swin-T config for Mapillary: its ResNet-50 one, the model set by the overrides
+        (65, 96, [2, 2, 6, 2], "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml"),
+        (7, 96, [2, 2, 18, 2], "coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml"),
+    ],
+)
+def test_base_config_follows_classes_and_swin_size(num_classes, embed_dim, depths, expected):
+    overrides = {"MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes, "MODEL.SWIN.EMBED_DIM": embed_dim, "MODEL.SWIN.DEPTHS": depths}
+    assert hf_to_d2_tool.choose_base_config(overrides) == os.path.join(REPO, "configs", expected)
