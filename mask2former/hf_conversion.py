@@ -11,11 +11,11 @@ conversion is a renaming of parameters plus two fusions:
 - masked-attention decoder self-attention: HF ``self_attn.{q,k,v}_proj`` = our
   ``nn.MultiheadAttention.in_proj_*`` split in three.
 
-Everything else is a one-to-one rename; all names are data, in ``hf_key_map.json``. Configs
-map through :data:`HEAD_FIELDS` and :data:`SWIN_FIELDS`; settings that one side cannot express
-are errors.
+Everything else is a one-to-one rename. Parameter names and config fields of both sides are
+data, in ``hf_key_map.json``; settings that one side cannot express are errors.
 ``transformers`` is needed only to read an HF config (for its defaults).
 """
+
 import json
 import os
 import re
@@ -59,16 +59,31 @@ class _Rule(NamedTuple):
 
 
 @lru_cache(maxsize=None)
-def key_map_rules() -> Tuple[_Rule, ...]:
-    """The renames and fusions of :data:`KEY_MAP_FILE`, fusions last."""
+def _key_map() -> Dict[str, Any]:
     try:
         with open(KEY_MAP_FILE) as f:
             table = json.load(f)
-        rules = [_Rule(hf, ours, ()) for hf, ours in table["renames"]]
-        rules += [_Rule(r["hf"], r["ours"], tuple(r["parts"])) for r in table["fusions"]]
+        table["rules"] = tuple(
+            [_Rule(hf, ours, ()) for hf, ours in table["renames"]]
+            + [_Rule(r["hf"], r["ours"], tuple(r["parts"])) for r in table["fusions"]]
+        )
+        table["config_fields"] = {
+            k: [tuple(p) for p in v] for k, v in table["config_fields"].items()
+        }
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise HFConversionError(f"{KEY_MAP_FILE}: unreadable key map ({type(e).__name__}: {e})") from e
-    return tuple(rules)
+        raise HFConversionError(f"{KEY_MAP_FILE}: unreadable ({type(e).__name__}: {e})") from e
+    return table
+
+
+def key_map_rules() -> Tuple[_Rule, ...]:
+    """The renames and fusions of :data:`KEY_MAP_FILE`, fusions last."""
+    return _key_map()["rules"]
+
+
+def config_fields(part: str) -> List[Tuple[str, str]]:
+    """(our config key, HF attribute) pairs of :data:`KEY_MAP_FILE`: ``part`` "head" for
+    ``Mask2FormerConfig``, "swin" for its ``backbone_config``."""
+    return _key_map()["config_fields"][part]
 
 
 def _template_regex(template: str, parts: Sequence[str] = ()) -> "re.Pattern[str]":
@@ -102,10 +117,13 @@ def _convert(
         if not rule.parts:
             out[(rule.ours if to_d2 else rule.hf).format(**names)] = value
         elif to_d2:
-            fused.setdefault(rule.ours.format(**names), dict.fromkeys(rule.parts))[names["part"]] = value
+            parts = fused.setdefault(rule.ours.format(**names), dict.fromkeys(rule.parts))
+            parts[names["part"]] = value
         else:
             if value.shape[0] % len(rule.parts):
-                raise HFConversionError(f"{source}: {key} {tuple(value.shape)} does not split in {len(rule.parts)}")
+                raise HFConversionError(
+                    f"{source}: {key} {tuple(value.shape)} does not split in {len(rule.parts)}"
+                )
             for part, chunk in zip(rule.parts, value.chunk(len(rule.parts), dim=0)):
                 out[rule.hf.format(part=part, **names)] = chunk.clone()
     if unknown:
@@ -140,47 +158,19 @@ def d2_to_hf_state_dict(
     return _convert(state, False, source)
 
 
-# (our config key, HF Mask2FormerConfig attribute), the same value on both sides
-HEAD_FIELDS: List[Tuple[str, str]] = [
-    ("MODEL.SEM_SEG_HEAD.CONVS_DIM", "feature_size"),
-    ("MODEL.SEM_SEG_HEAD.MASK_DIM", "mask_feature_size"),
-    ("MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "encoder_layers"),
-    ("MODEL.SEM_SEG_HEAD.COMMON_STRIDE", "common_stride"),
-    ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "ignore_value"),
-    ("MODEL.MASK_FORMER.HIDDEN_DIM", "hidden_dim"),
-    ("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "num_queries"),
-    ("MODEL.MASK_FORMER.NHEADS", "num_attention_heads"),
-    ("MODEL.MASK_FORMER.DIM_FEEDFORWARD", "dim_feedforward"),
-    # both count the learnable-query prediction as a layer: 10 -> 9 decoder layers on each side
-    ("MODEL.MASK_FORMER.DEC_LAYERS", "decoder_layers"),
-    ("MODEL.MASK_FORMER.PRE_NORM", "pre_norm"),
-    ("MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ", "enforce_input_projection"),
-    ("MODEL.MASK_FORMER.DROPOUT", "dropout"),
-    ("MODEL.MASK_FORMER.NO_OBJECT_WEIGHT", "no_object_weight"),
-    ("MODEL.MASK_FORMER.CLASS_WEIGHT", "class_weight"),
-    ("MODEL.MASK_FORMER.MASK_WEIGHT", "mask_weight"),
-    ("MODEL.MASK_FORMER.DICE_WEIGHT", "dice_weight"),
-    ("MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "train_num_points"),
-    ("MODEL.MASK_FORMER.OVERSAMPLE_RATIO", "oversample_ratio"),
-    ("MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO", "importance_sample_ratio"),
-]
-# (our config key, HF SwinConfig attribute)
-SWIN_FIELDS: List[Tuple[str, str]] = [
-    ("MODEL.SWIN.EMBED_DIM", "embed_dim"),
-    ("MODEL.SWIN.DEPTHS", "depths"),
-    ("MODEL.SWIN.NUM_HEADS", "num_heads"),
-    ("MODEL.SWIN.WINDOW_SIZE", "window_size"),
-    ("MODEL.SWIN.MLP_RATIO", "mlp_ratio"),
-    ("MODEL.SWIN.QKV_BIAS", "qkv_bias"),
-    ("MODEL.SWIN.PATCH_SIZE", "patch_size"),
-    ("MODEL.SWIN.PRETRAIN_IMG_SIZE", "image_size"),
-    ("MODEL.SWIN.APE", "use_absolute_embeddings"),
-    ("MODEL.SWIN.DROP_PATH_RATE", "drop_path_rate"),
-]
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # what our model hard-wires, as HF attributes; HF configs with other values cannot be mapped
-HF_FIXED = {"activation_function": "relu", "encoder_feedforward_dim": 1024, "feature_strides": [4, 8, 16, 32]}
-SWIN_FIXED = {"hidden_act": "gelu", "layer_norm_eps": 1e-5, "num_channels": 3, "out_features": STAGES}
+HF_FIXED = {
+    "activation_function": "relu",
+    "encoder_feedforward_dim": 1024,
+    "feature_strides": [4, 8, 16, 32],
+}
+SWIN_FIXED = {
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "num_channels": 3,
+    "out_features": STAGES,
+}
 # what HF hard-wires, as our config keys; our configs with other values cannot be mapped
 D2_FIXED = {
     "MODEL.META_ARCHITECTURE": "MaskFormer",
@@ -201,11 +191,15 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _check_fixed(get: Callable[[str], Any], fixed: Mapping[str, Any], where: str, other: str) -> None:
+def _check_fixed(
+    get: Callable[[str], Any], fixed: Mapping[str, Any], where: str, other: str
+) -> None:
     for key, want in fixed.items():
         got = _plain(get(key))
         if got != want:
-            raise HFConversionError(f"{where}: {key} = {got!r} is not supported by {other} (needs {want!r})")
+            raise HFConversionError(
+                f"{where}: {key} = {got!r} is not supported by {other} (needs {want!r})"
+            )
 
 
 def hf_config_to_d2_overrides(hf_config: Any, source: str = "config.json") -> Dict[str, Any]:
@@ -219,10 +213,12 @@ def hf_config_to_d2_overrides(hf_config: Any, source: str = "config.json") -> Di
         kind = getattr(swin, "model_type", hf_config.backbone)
         raise HFConversionError(f"{source}: backbone {kind!r} is not supported; only Swin is")
     _check_fixed(partial(getattr, hf_config), HF_FIXED, source, "this project's Mask2Former")
-    _check_fixed(partial(getattr, swin), SWIN_FIXED, source + " backbone_config", "this project's Swin")
+    _check_fixed(
+        partial(getattr, swin), SWIN_FIXED, source + " backbone_config", "this project's Swin"
+    )
     overrides: Dict[str, Any] = {"MODEL.BACKBONE.NAME": "D2SwinTransformer"}
-    overrides.update({ours: _plain(getattr(swin, hf)) for ours, hf in SWIN_FIELDS})
-    overrides.update({ours: _plain(getattr(hf_config, hf)) for ours, hf in HEAD_FIELDS})
+    overrides.update({ours: _plain(getattr(swin, hf)) for ours, hf in config_fields("swin")})
+    overrides.update({ours: _plain(getattr(hf_config, hf)) for ours, hf in config_fields("head")})
     overrides["MODEL.SEM_SEG_HEAD.NUM_CLASSES"] = len(hf_config.id2label)
     return overrides
 
@@ -244,9 +240,9 @@ def d2_config_to_hf_config(cfg: Any, class_names: Sequence[str]) -> Dict[str, An
         raise HFConversionError(
             f"{len(class_names)} class names for MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes}"
         )
-    backbone = {hf: get(ours) for ours, hf in SWIN_FIELDS}
+    backbone = {hf: get(ours) for ours, hf in config_fields("swin")}
     backbone.update(model_type="swin", out_indices=[1, 2, 3, 4], **SWIN_FIXED)
-    config = {hf: get(ours) for ours, hf in HEAD_FIELDS}
+    config = {hf: get(ours) for ours, hf in config_fields("head")}
     config.update(HF_FIXED)
     config.update(
         model_type="mask2former",
@@ -339,7 +335,9 @@ def load_hf_checkpoint(directory: str) -> Tuple[Dict[str, torch.Tensor], HFCheck
     _add_missing_position_indices(state, overrides["MODEL.SWIN.WINDOW_SIZE"])
     ids = sorted(hf_config.id2label)
     if ids != list(range(len(ids))):
-        raise HFConversionError(f"{config_path}: id2label ids {ids[:10]}... are not 0..{len(ids) - 1}")
+        raise HFConversionError(
+            f"{config_path}: id2label ids {ids[:10]}... are not 0..{len(ids) - 1}"
+        )
     names = [hf_config.id2label[i] for i in ids]
     return state, HFCheckpointInfo(directory, weights_file, overrides, names)
 
@@ -351,7 +349,9 @@ def _add_missing_position_indices(state: Dict[str, torch.Tensor], window_size: i
 
     suffix = "relative_position_bias_table"
     for key in [k for k in state if k.endswith(suffix)]:
-        state.setdefault(key[: -len(suffix)] + "relative_position_index", relative_position_index(window_size))
+        state.setdefault(
+            key[: -len(suffix)] + "relative_position_index", relative_position_index(window_size)
+        )
 
 
 def read_class_names(metadata_json: str) -> List[str]:
@@ -362,7 +362,9 @@ def read_class_names(metadata_json: str) -> List[str]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise TypeError("class_names is not a list of strings")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise HFConversionError(f"{metadata_json}: no class_names list ({type(e).__name__}: {e})") from e
+        raise HFConversionError(
+            f"{metadata_json}: no class_names list ({type(e).__name__}: {e})"
+        ) from e
     return names
 
 

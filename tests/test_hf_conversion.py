@@ -1,4 +1,5 @@
 """Hugging Face Mask2Former checkpoints <-> ours (mask2former/hf_conversion.py and the two tools)."""
+
 import importlib.util
 import json
 import os
@@ -52,7 +53,9 @@ def _swin_t_hf_config():
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )  # fmt: skip
     id2label = {i: f"class {i}" for i in range(NUM_CLASSES)}
-    return transformers.Mask2FormerConfig(backbone_config=swin, num_queries=NUM_QUERIES, id2label=id2label)
+    return transformers.Mask2FormerConfig(
+        backbone_config=swin, num_queries=NUM_QUERIES, id2label=id2label
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +108,23 @@ def test_converted_model_gives_hf_outputs(hf_model_dir, converted, size):
     with torch.no_grad():
         ours = model.sem_seg_head(model.backbone(x))
         theirs = hf_model(pixel_values=x, pixel_mask=torch.ones_like(x[:, 0], dtype=torch.long))
-    assert ours["pred_logits"].shape == theirs.class_queries_logits.shape == (1, NUM_QUERIES, NUM_CLASSES + 1)
-    assert ours["pred_masks"].shape == theirs.masks_queries_logits.shape == (1, NUM_QUERIES, *[s // 4 for s in x.shape[-2:]])
+    assert (
+        ours["pred_logits"].shape
+        == theirs.class_queries_logits.shape
+        == (1, NUM_QUERIES, NUM_CLASSES + 1)
+    )
+    assert (
+        ours["pred_masks"].shape
+        == theirs.masks_queries_logits.shape
+        == (1, NUM_QUERIES, *[s // 4 for s in x.shape[-2:]])
+    )
     assert (ours["pred_logits"] - theirs.class_queries_logits).abs().max() <= 1e-4
     assert (ours["pred_masks"] - theirs.masks_queries_logits).abs().max() <= 1e-4
     # not degenerate: the queries predict different classes and the semantic map has several
     assert ours["pred_logits"].argmax(-1).unique().numel() >= 20
-    scores = torch.einsum("bqc,bqhw->bchw", ours["pred_logits"].softmax(-1)[..., :-1], ours["pred_masks"].sigmoid())
+    scores = torch.einsum(
+        "bqc,bqhw->bchw", ours["pred_logits"].softmax(-1)[..., :-1], ours["pred_masks"].sigmoid()
+    )
     assert scores.argmax(1).unique().numel() >= 5
 
 
@@ -126,12 +139,19 @@ def test_converted_config_and_metadata(hf_model_dir, converted):
     assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == NUM_QUERIES
     # DEC_LAYERS and HF's decoder_layers both count the prediction from the learnable queries
     assert cfg.MODEL.MASK_FORMER.DEC_LAYERS == hf_model.config.decoder_layers == 10
-    assert len(model.sem_seg_head.predictor.transformer_ffn_layers) == len(hf_model.model.transformer_module.decoder.layers) == 9
+    assert (
+        len(model.sem_seg_head.predictor.transformer_ffn_layers)
+        == len(hf_model.model.transformer_module.decoder.layers)
+        == 9
+    )
     assert list(cfg.MODEL.SWIN.DEPTHS) == [2, 2, 6, 2] and cfg.MODEL.SWIN.EMBED_DIM == 96
     with open(os.path.join(out, "metadata.json")) as f:
         names = json.load(f)["class_names"]
     assert names == [f"class {i}" for i in range(NUM_CLASSES)]
-    assert register_class_names("hf_test_classes", os.path.join(out, "metadata.json")) == "hf_test_classes"
+    assert (
+        register_class_names("hf_test_classes", os.path.join(out, "metadata.json"))
+        == "hf_test_classes"
+    )
     assert MetadataCatalog.get("hf_test_classes").stuff_classes[5] == "class 5"
 
 
@@ -161,11 +181,17 @@ def test_files_without_position_index_buffers_get_them_back(hf_model_dir, conver
     from safetensors.torch import save_file
 
     hf_model, hf_dir = hf_model_dir
-    pruned = {k: v.contiguous() for k, v in hf_model.state_dict().items() if not k.endswith("relative_position_index")}
+    pruned = {
+        k: v.contiguous()
+        for k, v in hf_model.state_dict().items()
+        if not k.endswith("relative_position_index")
+    }
     assert len(pruned) == len(hf_model.state_dict()) - 12  # one per Swin-T block
     (tmp_path / "pruned").mkdir()
     save_file(pruned, str(tmp_path / "pruned" / "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(hf_dir, "config.json")) as src, open(tmp_path / "pruned" / "config.json", "w") as dst:
+    with open(os.path.join(hf_dir, "config.json")) as src, open(
+        tmp_path / "pruned" / "config.json", "w"
+    ) as dst:
         dst.write(src.read())
     state, info = load_hf_checkpoint(str(tmp_path / "pruned"))
     ours = converted[2].state_dict()
@@ -186,7 +212,9 @@ def test_bad_input_is_one_clear_message(hf_model_dir, converted, tmp_path, capsy
     # a Mask2Former directory without weight files
     no_weights = tmp_path / "no_weights"
     no_weights.mkdir()
-    with open(os.path.join(hf_dir, "config.json")) as src, open(no_weights / "config.json", "w") as dst:
+    with open(os.path.join(hf_dir, "config.json")) as src, open(
+        no_weights / "config.json", "w"
+    ) as dst:
         dst.write(src.read())
     with pytest.raises(SystemExit):
         hf_to_d2_tool.main([str(no_weights), str(tmp_path / "out2")])
@@ -195,9 +223,14 @@ def test_bad_input_is_one_clear_message(hf_model_dir, converted, tmp_path, capsy
     # a ResNet model of ours cannot become an HF checkpoint
     r50 = os.path.join(REPO, "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
     with pytest.raises(SystemExit):
-        d2_to_hf_tool.main(["--config-file", r50, str(tmp_path / "any.pth"), str(tmp_path / "out3")])
+        d2_to_hf_tool.main(
+            ["--config-file", r50, str(tmp_path / "any.pth"), str(tmp_path / "out3")]
+        )
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "MODEL.BACKBONE.NAME = 'build_resnet_backbone'" in message and "Swin backbones only" in message
+    assert (
+        "MODEL.BACKBONE.NAME = 'build_resnet_backbone'" in message
+        and "Swin backbones only" in message
+    )
     assert not os.path.exists(tmp_path / "out3")
 
 
@@ -206,34 +239,45 @@ def test_library_errors_name_the_fault(tmp_path):
     bad_metadata.write_text('{"class_names": "person"}')
     with pytest.raises(HFConversionError, match=f"{bad_metadata}: no class_names list"):
         read_class_names(str(bad_metadata))
-    with pytest.raises(HFConversionError, match=r"weights.bin: 1 key\(s\) have no counterpart.*'head.fc.weight'"):
+    with pytest.raises(
+        HFConversionError, match=r"weights.bin: 1 key\(s\) have no counterpart.*'head.fc.weight'"
+    ):
         hf_to_d2_state_dict({"head.fc.weight": torch.zeros(1)}, "weights.bin")
     with pytest.raises(HFConversionError, match="not a Swin model"):
         d2_to_hf_state_dict({"backbone.res2.0.conv1.weight": torch.zeros(1)})
-    resnet = transformers.Mask2FormerConfig(backbone_config=transformers.ResNetConfig(out_features=["stage1"]))
+    resnet = transformers.Mask2FormerConfig(
+        backbone_config=transformers.ResNetConfig(out_features=["stage1"])
+    )
     with pytest.raises(HFConversionError, match="backbone 'resnet' is not supported; only Swin is"):
         hf_config_to_d2_overrides(resnet)
     with pytest.raises(HFConversionError, match="no config.json"):
         load_hf_checkpoint(REPO)
     cfg = load_cfg(SWIN_T_PANOPTIC)
-    with pytest.raises(HFConversionError, match="2 class names for MODEL.SEM_SEG_HEAD.NUM_CLASSES = 133"):
+    with pytest.raises(
+        HFConversionError, match="2 class names for MODEL.SEM_SEG_HEAD.NUM_CLASSES = 133"
+    ):
         d2_config_to_hf_config(cfg, ["a", "b"])
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
-    with pytest.raises(HFConversionError, match="PIXEL_DECODER_NAME = 'BasePixelDecoder' is not supported"):
+    with pytest.raises(
+        HFConversionError, match="PIXEL_DECODER_NAME = 'BasePixelDecoder' is not supported"
+    ):
         d2_config_to_hf_config(cfg, ["x"] * 133)
 
 
-@pytest.mark.parametrize(
-    "num_classes, embed_dim, depths, expected",
-    [
-        (133, 96, [2, 2, 6, 2], "coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"),
-        (80, 192, [2, 2, 18, 2], "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"),
-        (150, 96, [2, 2, 6, 2], "ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"),
-        # no Swin-T config for Mapillary: its ResNet-50 one, the model set by the overrides
-        (65, 96, [2, 2, 6, 2], "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml"),
-        (7, 96, [2, 2, 18, 2], "coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml"),
-    ],
-)
-def test_base_config_follows_classes_and_swin_size(num_classes, embed_dim, depths, expected):
-    overrides = {"MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes, "MODEL.SWIN.EMBED_DIM": embed_dim, "MODEL.SWIN.DEPTHS": depths}
+SWIN_T = {"MODEL.SWIN.EMBED_DIM": 96, "MODEL.SWIN.DEPTHS": [2, 2, 6, 2]}
+SWIN_S = {"MODEL.SWIN.EMBED_DIM": 96, "MODEL.SWIN.DEPTHS": [2, 2, 18, 2]}
+SWIN_L = {"MODEL.SWIN.EMBED_DIM": 192, "MODEL.SWIN.DEPTHS": [2, 2, 18, 2]}
+BASE_CONFIGS = [
+    (133, SWIN_T, "coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"),
+    (80, SWIN_L, "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"),
+    (150, SWIN_T, "ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml"),
+    # no Swin-T config for Mapillary: its ResNet-50 one (the overrides set the model)
+    (65, SWIN_T, "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml"),
+    (7, SWIN_S, "coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("num_classes, swin, expected", BASE_CONFIGS)
+def test_base_config_follows_classes_and_swin_size(num_classes, swin, expected):
+    overrides = {"MODEL.SEM_SEG_HEAD.NUM_CLASSES": num_classes, **swin}
     assert hf_to_d2_tool.choose_base_config(overrides) == os.path.join(REPO, "configs", expected)

@@ -74,7 +74,12 @@ def main(argv=None) -> int:
     cfg = build_config_or_exit(parser, args)
     try:
         convert(cfg, args.checkpoint, args.output_dir, args.metadata)
-    except (HFConversionError, FileNotFoundError, CheckpointReadError, CheckpointMismatchError) as e:
+    except (
+        HFConversionError,
+        FileNotFoundError,
+        CheckpointReadError,
+        CheckpointMismatchError,
+    ) as e:
         parser.error(str(e))
     print(f"wrote config.json and model.safetensors in {args.output_dir}")
     return 0

@@ -64,7 +64,9 @@ def choose_base_config(overrides: Mapping[str, Any], configs_dir: str = CONFIGS_
     Only dataset, input and solver settings come from it: the overrides set the whole model.
     """
     folder = DATASET_FOLDERS.get(overrides["MODEL.SEM_SEG_HEAD.NUM_CLASSES"], DATASET_FOLDERS[133])
-    size = SWIN_SIZES.get((overrides["MODEL.SWIN.EMBED_DIM"], tuple(overrides["MODEL.SWIN.DEPTHS"])))
+    size = SWIN_SIZES.get(
+        (overrides["MODEL.SWIN.EMBED_DIM"], tuple(overrides["MODEL.SWIN.DEPTHS"]))
+    )
     patterns = [f"swin/maskformer2_swin_{size}_*.yaml"] if size else []
     for pattern in patterns + ["mask*_R50_*.yaml"]:
         found = sorted(glob.glob(os.path.join(configs_dir, folder, pattern)))
@@ -102,7 +104,9 @@ def convert(hf_dir: str, output_dir: str, base_config: str = "") -> str:
         f.write("# class names: metadata.json (mask2former.hf_conversion.register_class_names)\n")
         yaml.safe_dump(body, f, sort_keys=False, default_flow_style=None)
     with open(os.path.join(output_dir, "metadata.json"), "w") as f:
-        json.dump({"class_names": info.class_names, "hf_directory": os.path.abspath(hf_dir)}, f, indent=1)
+        json.dump(
+            {"class_names": info.class_names, "hf_directory": os.path.abspath(hf_dir)}, f, indent=1
+        )
     cfg, _ = build_config(argparse.Namespace(config_file=config_path, opts=["MODEL.DEVICE", "cpu"]))
     load_model_weights(build_model(cfg), weights)  # raises if anything does not fit
     return config_path
