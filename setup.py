@@ -61,6 +61,7 @@ setup(
     description="Mask2Former (masked-attention mask transformer) as a detectron2 extension",
     packages=find_packages(exclude=("configs", "tests", "tests.*", "benchmarks", "tools", "demo", "datasets")),
     package_data={
+        "mask2former": ["hf_key_map.json"],
         "mask2former.data.datasets": ["metadata/*.json"],
         "mask2former.data.synthetic": ["*.json"],
     },
