@@ -345,7 +345,7 @@ def load_hf_checkpoint(directory: str) -> Tuple[Dict[str, torch.Tensor], HFCheck
 def _add_missing_position_indices(state: Dict[str, torch.Tensor], window_size: int) -> None:
     """Files that leave out the Swin blocks' ``relative_position_index`` buffers (a function of
     the window size only) get them back, as our checkpoints and model have them."""
-    from .modeling.backbone.swin import relative_position_index
+    from .modeling.backbone.swin_blocks import relative_position_index
 
     suffix = "relative_position_bias_table"
     for key in [k for k in state if k.endswith(suffix)]:

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never the network: HF models are built from configs here
 
@@ -35,16 +36,11 @@ SWIN_T_PANOPTIC = "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny
 NUM_CLASSES, NUM_QUERIES = 133, 100
 
 
-def _tool(name: str):
-    path = os.path.join(REPO, "tools", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hf_to_d2_tool = _tool("convert_hf_to_d2")
-d2_to_hf_tool = _tool("convert_d2_to_hf")
+# the tools are scripts: `python tools/x.py` puts tools/ on sys.path, and so does this test
+if os.path.join(REPO, "tools") not in sys.path:
+    sys.path.append(os.path.join(REPO, "tools"))
+hf_to_d2_tool = importlib.import_module("convert_hf_to_d2")
+d2_to_hf_tool = importlib.import_module("convert_d2_to_hf")
 
 
 def _swin_t_hf_config():
