@@ -4,8 +4,11 @@ import sys
 import pytest
 import torch
 
-# Tests run against the working tree, whether or not the package is installed in editable mode.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# Tests run against the working tree, whether or not the package is installed in editable mode;
+# the test modules, one folder down, import their shared helpers (model_utils, ...) from tests/.
+sys.path.insert(0, os.path.dirname(TESTS))
+sys.path.insert(1, TESTS)
 
 
 @pytest.fixture(scope="module")
@@ -16,4 +19,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-

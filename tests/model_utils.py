@@ -1,5 +1,9 @@
-"""Helpers shared by model tests: configs and small models built from them."""
+"""Helpers shared by the tests: the repo's paths, the reference data under tests/reference/,
+configs and small models built from them."""
+import functools
+import json
 import os
+from typing import Dict, List, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -9,8 +13,31 @@ from detectron2.projects.deeplab import add_deeplab_config
 
 from mask2former.config import add_maskformer2_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")  # copied from ../shared/reference
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+REFERENCE = os.path.join(TESTS, "reference")  # copied from ../shared/reference
+REFERENCE_DATASETS = os.path.join(REFERENCE, "datasets")
+
+
+def reference_image_config_paths() -> List[str]:
+    """The config paths of the reference model zoo's image models (config_paths.txt without
+    its video configs), in the file's order."""
+    with open(os.path.join(REFERENCE, "config_paths.txt")) as f:
+        lines = [line.strip() for line in f]
+    return [line for line in lines if line.startswith("configs/") and "youtubevis" not in line]
+
+
+@functools.lru_cache(maxsize=None)
+def official_state_dicts() -> Dict[str, Dict[str, str]]:
+    """config path -> {state-dict key: shape as "AxB"} of the reference models
+    (official_state_dict_keys.json). Callers must not modify the result: it is shared."""
+    with open(os.path.join(REFERENCE, "official_state_dict_keys.json")) as f:
+        return json.load(f)["models"]
+
+
+def official_shape(config_path: str, key: str) -> Tuple[int, ...]:
+    """The shape of state-dict entry ``key`` of the reference model of ``config_path``."""
+    return tuple(int(s) for s in official_state_dicts()[config_path][key].split("x"))
 
 
 def load_cfg(config_path: str, opts=()):

@@ -4,7 +4,7 @@ A user's training script written against the ORIGINAL Mask2Former API (the kind 
 ``train_net.py`` that forks and tutorials carry): detectron2's DefaultTrainer with the original's
 mappers, evaluators, solver set-up and TTA wrapper, imported from ``mask2former`` by their
 original names. It uses nothing of this project beyond those names, and runs unchanged here;
-``tests/test_original_api_scripts.py`` runs it on the synthetic dataset.
+``tests/api/test_original_api_scripts.py`` runs it on the synthetic dataset.
 
     python tests/examples/original_api_train_net.py --config-file CONFIG [--eval-only] [KEY VALUE ...]
 """

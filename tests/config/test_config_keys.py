@@ -6,8 +6,9 @@ from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
 from mask2former import add_maskformer2_config
+from model_utils import REFERENCE
 
-CONFIG_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "config_keys.txt")
+CONFIG_KEYS = os.path.join(REFERENCE, "config_keys.txt")
 
 # Keys of this project that the reference lacks -> their default (repr); each is opt-in, so the
 # reference configs behave as in the reference.

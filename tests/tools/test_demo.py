@@ -11,7 +11,8 @@ import torch
 
 from detectron2.utils.visualizer import Visualizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_utils import REPO
+
 # demo.py imports `predictor` from its own folder, which `python demo/demo.py` puts on sys.path
 if os.path.join(REPO, "demo") not in sys.path:
     sys.path.append(os.path.join(REPO, "demo"))

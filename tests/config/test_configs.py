@@ -10,69 +10,10 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
 from mask2former.config import add_maskformer2_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_utils import REPO, official_shape, official_state_dicts, reference_image_config_paths
 
 # The image-model config paths of the reference model zoo: users pass these to train_net.py / demo.
-IMAGE_CONFIG_PATHS = """
-configs/ade20k/instance-segmentation/Base-ADE20K-InstanceSegmentation.yaml
-configs/ade20k/instance-segmentation/maskformer2_R50_bs16_160k.yaml
-configs/ade20k/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml
-configs/ade20k/panoptic-segmentation/Base-ADE20K-PanopticSegmentation.yaml
-configs/ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml
-configs/ade20k/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml
-configs/ade20k/semantic-segmentation/Base-ADE20K-SemanticSegmentation.yaml
-configs/ade20k/semantic-segmentation/maskformer2_R101_bs16_90k.yaml
-configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml
-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_base_384_bs16_160k_res640.yaml
-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_160k_res640.yaml
-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k_res640.yaml
-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_small_bs16_160k.yaml
-configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml
-configs/cityscapes/instance-segmentation/Base-Cityscapes-InstanceSegmentation.yaml
-configs/cityscapes/instance-segmentation/maskformer2_R101_bs16_90k.yaml
-configs/cityscapes/instance-segmentation/maskformer2_R50_bs16_90k.yaml
-configs/cityscapes/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml
-configs/cityscapes/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml
-configs/cityscapes/instance-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml
-configs/cityscapes/instance-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/Base-Cityscapes-PanopticSegmentation.yaml
-configs/cityscapes/panoptic-segmentation/maskformer2_R101_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/maskformer2_R50_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml
-configs/cityscapes/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/Base-Cityscapes-SemanticSegmentation.yaml
-configs/cityscapes/semantic-segmentation/maskformer2_R101_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml
-configs/cityscapes/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml
-configs/coco/instance-segmentation/Base-COCO-InstanceSegmentation.yaml
-configs/coco/instance-segmentation/maskformer2_R101_bs16_50ep.yaml
-configs/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml
-configs/coco/instance-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml
-configs/coco/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml
-configs/coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml
-configs/coco/instance-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml
-configs/coco/instance-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/Base-COCO-PanopticSegmentation.yaml
-configs/coco/panoptic-segmentation/maskformer2_R101_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml
-configs/coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml
-configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml
-configs/mapillary-vistas/panoptic-segmentation/Base-MapillaryVistas-PanopticSegmentation.yaml
-configs/mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml
-configs/mapillary-vistas/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_300k.yaml
-configs/mapillary-vistas/semantic-segmentation/Base-MapillaryVistas-SemanticSegmentation.yaml
-configs/mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml
-configs/mapillary-vistas/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_300k.yaml
-""".split()
+IMAGE_CONFIG_PATHS = reference_image_config_paths()
 
 MODEL_CONFIG_PATHS = [p for p in IMAGE_CONFIG_PATHS if not os.path.basename(p).startswith("Base-")]
 
@@ -128,15 +69,15 @@ SWIN_PRESETS = {
                               "swin_large_patch4_window12_384_22k.pkl"),
 }
 
-# Facts read off the reference state dicts (shared/reference/official_state_dict_keys.json):
-# path -> (class_embed rows = NUM_CLASSES + 1, query_feat rows, backbone has num_batches_tracked)
-REFERENCE_SHAPES = {
-    "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": (134, 100, False),
-    "configs/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml": (81, 100, False),
-    "configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml": (151, 100, False),
-    "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml": (134, 100, False),
-    "configs/cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml": (20, 100, True),
-}
+
+def reference_shapes(path: str):
+    """Facts read off the reference state dict of ``path`` (official_state_dict_keys.json):
+    (class_embed rows = NUM_CLASSES + 1, query_feat rows, backbone has num_batches_tracked)."""
+    class_rows = official_shape(path, "sem_seg_head.predictor.class_embed.weight")[0]
+    queries = official_shape(path, "sem_seg_head.predictor.query_feat.weight")[0]
+    keys = official_state_dicts()[path]
+    has_bn_counters = any(k.startswith("backbone.") and k.endswith(".num_batches_tracked") for k in keys)
+    return class_rows, queries, has_bn_counters
 
 
 def _scaled_sizes(base: int):
@@ -333,10 +274,10 @@ def test_ade20k_semantic_sizes_written_out():
                                   870, 921, 972, 1024)
 
 
-@pytest.mark.parametrize("path", sorted(REFERENCE_SHAPES))
+@pytest.mark.parametrize("path", sorted(official_state_dicts()))
 def test_agrees_with_reference_state_dict_shapes(path):
     cfg = load(path)
-    class_rows, queries, has_bn_counters = REFERENCE_SHAPES[path]
+    class_rows, queries, has_bn_counters = reference_shapes(path)
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES + 1 == class_rows
     assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == queries
     # only trainable BN (SyncBN) registers num_batches_tracked buffers; FrozenBN does not

@@ -14,9 +14,8 @@ from detectron2.utils.env import seed_all_rng
 
 from mask2former.checkpoint import Mask2FormerCheckpointer
 from mask2former.test_time_augmentation import SemanticSegmentorWithTTA
-from model_utils import make_synthetic_root
+from model_utils import REPO, make_synthetic_root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PANOPTIC_CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
 PREFIX = "_test_train_net_synthetic"
 

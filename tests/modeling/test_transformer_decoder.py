@@ -1,7 +1,5 @@
 """Tests of the transformer decoders (Mask2Former's masked multi-scale one and MaskFormer's DETR one)."""
-import json
 import math
-import os
 
 import pytest
 import torch
@@ -14,21 +12,12 @@ from mask2former.modeling.transformer_decoder import (
     StandardTransformerDecoder,
     build_transformer_decoder,
 )
-from mask2former.modeling.transformer_decoder.layers import MLP, CrossAttentionLayer
+from mask2former.modeling.transformer_decoder.layers import MLP
 from mask2former.modeling.transformer_decoder.mask2former_transformer_decoder import (
     attention_mask_from_logits,
     unmask_empty_queries,
 )
-
-REFERENCE_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "official_state_dict_keys.json")
-# config path -> number of classes of the reference models
-REFERENCE_MODELS = {
-    "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": 133,
-    "configs/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml": 80,
-    "configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml": 150,
-    "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml": 133,
-    "configs/cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml": 19,
-}
+from model_utils import official_shape, official_state_dicts
 
 HIDDEN, HEADS, QUERIES, CLASSES, IN_CH, MASK_DIM = 32, 4, 10, 5, 24, 16
 # odd sizes, lowest resolution first
@@ -378,17 +367,6 @@ def test_m2f_pre_norm_runs():
     assert torch.isfinite(out["pred_logits"]).all() and len(out["aux_outputs"]) == 3
 
 
-def test_cross_attention_all_masked_is_nan_without_rule():
-    """Why the empty-mask rule exists: attention over no key at all is NaN."""
-    layer = CrossAttentionLayer(8, 2).eval()
-    tgt, memory = torch.randn(3, 1, 8), torch.randn(5, 1, 8)
-    mask = torch.zeros(2, 3, 5, dtype=torch.bool)
-    mask[:, 0] = True
-    with torch.no_grad():
-        out = layer(tgt, memory, memory_mask=mask)
-    assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
-
-
 # ---------------------------------------------------------------------------------------------
 # building from config, checkpoint compatibility
 # ---------------------------------------------------------------------------------------------
@@ -416,14 +394,14 @@ def _cfg(name="MultiScaleMaskedTransformerDecoder", num_classes=133, dec_layers=
     return cfg
 
 
-@pytest.mark.skipif(not os.path.exists(REFERENCE_KEYS), reason="reference key list not available")
-@pytest.mark.parametrize("config_path", list(REFERENCE_MODELS))
+@pytest.mark.parametrize("config_path", list(official_state_dicts()))
 def test_m2f_state_dict_matches_reference(config_path):
-    with open(REFERENCE_KEYS) as f:
-        reference = json.load(f)["models"][config_path]
+    reference = official_state_dicts()[config_path]
     prefix = "sem_seg_head.predictor."
     expected = {k[len(prefix):]: v for k, v in reference.items() if k.startswith(prefix)}
-    model = build_transformer_decoder(_cfg(num_classes=REFERENCE_MODELS[config_path]), 256, True)
+    # the reference models' classes: their classifier's rows, less "no object"
+    num_classes = official_shape(config_path, prefix + "class_embed.weight")[0] - 1
+    model = build_transformer_decoder(_cfg(num_classes=num_classes), 256, True)
     assert isinstance(model, MultiScaleMaskedTransformerDecoder)
     got = {k: "x".join(str(s) for s in v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(got) ^ set(expected)) == []

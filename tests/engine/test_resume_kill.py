@@ -14,7 +14,8 @@ import time
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_utils import REPO
+
 CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
 MAX_ITER = 6
 KILL_AT = 3  # killed while saving the checkpoint of this iteration

@@ -44,8 +44,9 @@ import torch
 from detectron2.engine import HookBase, launch
 from detectron2.utils import comm
 
+from model_utils import REPO
+
 PREFIX = "_test_distributed"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PANOPTIC_CONFIG = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
 NUM_ITER = 3
 NUM_THING_CLASSES = 5  # of the 8 synthetic classes; the other 3 are stuff

@@ -25,11 +25,11 @@ from mask2former.data.datasets.register_ade20k_panoptic import register_all_ade2
 from mask2former.data.datasets.register_coco_panoptic_annos_semseg import register_all_coco_panoptic_annos_sem_seg
 from mask2former.data.datasets.register_coco_stuff_10k import register_all_coco_stuff_10k
 from mask2former.data.datasets.register_mapillary_vistas import register_all_mapillary_vistas
+from model_utils import REFERENCE_DATASETS
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "datasets")
 INSTANCE_CATEGORY_FILES = [
-    "--category-mapping", os.path.join(REFERENCE, "ade20k_instance_catid_mapping.txt"),
-    "--categories-json", os.path.join(REFERENCE, "ade20k_instance_imgCatIds.json"),
+    "--category-mapping", os.path.join(REFERENCE_DATASETS, "ade20k_instance_catid_mapping.txt"),
+    "--categories-json", os.path.join(REFERENCE_DATASETS, "ade20k_instance_imgCatIds.json"),
 ]
 
 
@@ -135,7 +135,7 @@ def test_detectron2_names_stay_detectron2s():
 @pytest.mark.parametrize("table", ["ade20k_150", "ade20k_full_847", "ade20k_instance_100", "coco_stuff_171",
                                    "mapillary_vistas_65"])
 def test_metadata_tables_are_the_published_ones(table):
-    with open(os.path.join(REFERENCE, f"{table}_categories.json")) as f:
+    with open(os.path.join(REFERENCE_DATASETS, f"{table}_categories.json")) as f:
         assert load_metadata_table(table) == json.load(f)
 
 

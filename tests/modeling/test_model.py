@@ -1,5 +1,4 @@
 """The MaskFormer meta-architecture: checkpoint layout, configs, inference outputs, training."""
-import json
 import os
 
 import pytest
@@ -11,17 +10,17 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Instances
 
 import mask2former  # noqa: F401  (registers the components)
-from model_utils import REFERENCE, REPO, load_cfg, random_image, tiny_opts
+from model_utils import (
+    REPO,
+    load_cfg,
+    official_state_dicts,
+    random_image,
+    reference_image_config_paths,
+    tiny_opts,
+)
 
-with open(os.path.join(REFERENCE, "official_state_dict_keys.json")) as f:
-    OFFICIAL = json.load(f)["models"]
-
-with open(os.path.join(REFERENCE, "config_paths.txt")) as f:
-    IMAGE_CONFIGS = [
-        line.strip()
-        for line in f
-        if line.strip().startswith("configs/") and "youtubevis" not in line
-    ]
+OFFICIAL = official_state_dicts()
+IMAGE_CONFIGS = reference_image_config_paths()
 
 PANOPTIC_R50 = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 

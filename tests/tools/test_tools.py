@@ -22,9 +22,8 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_backbone, build_model
 
 from mask2former.modeling.pixel_decoder.ops.functions import extension_available
-from model_utils import make_synthetic_root
+from model_utils import REPO, make_synthetic_root
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_PANOPTIC = os.path.join(REPO, "configs", "synthetic", "panoptic.yaml")
 R50_PANOPTIC = os.path.join(
     REPO, "configs", "coco", "panoptic-segmentation", "maskformer2_R50_bs16_50ep.yaml"

@@ -24,9 +24,9 @@ from mask2former.data.synthetic import (
     register_all_synthetic,
 )
 from mask2former.data.synthetic.scene import VOID, render_scene
+from model_utils import REPO
 
 NUM_TRAIN, NUM_VAL = 6, 3
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _md5s(dataset_dir):

@@ -1,8 +1,6 @@
 """Tests of the Swin Transformer backbone (mask2former/modeling/backbone/swin.py)."""
 
-import json
 import math
-import os
 import re
 
 import pytest
@@ -26,10 +24,10 @@ from mask2former.modeling.backbone.swin_blocks import (
     window_partition,
     window_reverse,
 )
+from model_utils import official_state_dicts
 
 torch.set_num_threads(1)
 
-REFERENCE_KEYS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "official_state_dict_keys.json")
 SWIN_T_CONFIG = "configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml"
 
 
@@ -57,8 +55,7 @@ def shape_str(t: torch.Tensor) -> str:
 
 
 def test_state_dict_matches_reference_swin_tiny():
-    with open(REFERENCE_KEYS) as f:
-        ref = json.load(f)["models"][SWIN_T_CONFIG]
+    ref = official_state_dicts()[SWIN_T_CONFIG]
     expected = {k[len("backbone.") :]: v for k, v in ref.items() if k.startswith("backbone.")}
     with torch.device("meta"):
         model = build_backbone(swin_cfg())  # defaults are Swin-T

@@ -13,10 +13,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import mask2former  # noqa: F401  (registers the datasets)
 import mask2former.data.datasets as datasets_pkg
+from model_utils import REFERENCE_DATASETS
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference", "datasets")
-
-with open(os.path.join(REFERENCE, "registered_metadata.json")) as f:
+with open(os.path.join(REFERENCE_DATASETS, "registered_metadata.json")) as f:
     REGISTERED = json.load(f)
 
 FIELDS = [(name, key) for name, fields in sorted(REGISTERED.items()) for key in sorted(fields)]

@@ -18,6 +18,7 @@ from mask2former.modeling.pixel_decoder.ops.functions import (
 )
 from mask2former.modeling.pixel_decoder.ops.functions import ms_deform_attn_func
 from mask2former.modeling.pixel_decoder.ops.modules import MSDeformAttn
+from model_utils import REPO, TESTS
 
 HAS_EXT = extension_available()
 needs_ext = pytest.mark.skipif(
@@ -154,7 +155,7 @@ def test_backward_split_over_channels():
 _PORTABLE_CHECK = """
 import torch
 import mask2former._C as C
-from tests.test_ms_deform_attn import assert_matches_reference, make_inputs
+from tests.modeling.test_ms_deform_attn import assert_matches_reference, make_inputs
 assert not C.cpu_uses_avx2()
 assert_matches_reference(make_inputs([(6, 7), (3, 4)], n=2, m=2, d=32, p=3, lq=9), 1e-10, 1e-10)
 assert_matches_reference(make_inputs([(6, 7), (3, 4)], n=1, m=3, d=7, p=3, lq=9), 1e-10, 1e-10)
@@ -165,10 +166,9 @@ print("ok")
 @needs_ext
 def test_portable_cpu_kernels():
     # The AVX2 build is chosen at run time; ATEN_CPU_CAPABILITY=default selects the portable one.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", PYTHONPATH=root)
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", PYTHONPATH=os.pathsep.join([REPO, TESTS]))
     result = subprocess.run(
-        [sys.executable, "-c", _PORTABLE_CHECK], cwd=root, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _PORTABLE_CHECK], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 

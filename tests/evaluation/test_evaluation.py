@@ -1,0 +1,166 @@
+"""Our evaluators: InstanceSegEvaluator gives pycocotools' numbers in panoptic-style id spaces,
+and build_evaluator picks the evaluators of each dataset type and task."""
+import os
+
+import pytest
+
+from detectron2.config import get_cfg
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    SemSegEvaluator,
+)
+from detectron2.projects.deeplab import add_deeplab_config
+
+from evaluation_cases import (
+    pycocotools_segm_stats,
+    rect,
+    register,
+    run_instance_evaluator,
+    write_instance_case,
+)
+from mask2former.config import add_maskformer2_config
+from mask2former.evaluation import InstanceSegEvaluator, build_evaluator
+
+
+@pytest.fixture(scope="module")
+def instance_case(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("instance")
+    return (*write_instance_case(tmp), tmp)
+
+
+def test_instance_seg_evaluator_with_gapped_thing_ids(instance_case):
+    # panoptic-style id space: contiguous ids cover stuff too, so things are {1, 4}
+    _, preds, gt_json, tmp = instance_case
+    id_map = {3: 1, 7: 4}
+    name = register(
+        "ade_inst",
+        json_file=gt_json,
+        thing_dataset_id_to_contiguous_id=id_map,
+        thing_classes=["wall", "cat", "sky", "floor", "dog"],
+        evaluator_type="ade20k_panoptic_seg",
+    )
+    evaluator = InstanceSegEvaluator(name, tasks=("segm",), output_dir=str(tmp / "ade_out"))
+    res = run_instance_evaluator(evaluator, preds, id_map)["segm"]
+    expected = pycocotools_segm_stats(gt_json, preds)
+    assert res["AP"] == pytest.approx(expected[0], abs=1e-6)
+    assert res["AP50"] == pytest.approx(expected[1], abs=1e-6)
+    # per-category AP named from the gt json's categories
+    assert "AP-cat" in res and "AP-dog" in res
+    # detectron2's own COCOEvaluator refuses this id space
+    with pytest.raises(AssertionError):
+        run_instance_evaluator(
+            COCOEvaluator(name, tasks=("segm",), output_dir=str(tmp / "ade_out2")), preds, id_map
+        )
+
+
+def test_instance_seg_evaluator_rejects_stuff_class(instance_case):
+    _, _, gt_json, tmp = instance_case
+    name = register(
+        "ade_inst_bad", json_file=gt_json, thing_dataset_id_to_contiguous_id={3: 1, 7: 4}
+    )
+    evaluator = InstanceSegEvaluator(name, tasks=("segm",), output_dir=str(tmp / "bad_out"))
+    with pytest.raises(ValueError, match="class 2"):
+        run_instance_evaluator(evaluator, {1: [(0, rect(0, 0, 5, 5), 0.5)]}, {0: 2})
+
+
+# ---------------------------------------------------------------- build_evaluator
+def _cfg(semantic=False, instance=False, panoptic=False, output_dir="."):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.OUTPUT_DIR = output_dir
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = semantic
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = instance
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = panoptic
+    return cfg
+
+
+def _types(evaluators):
+    return [type(e) for e in evaluators._evaluators]
+
+
+@pytest.fixture(scope="module")
+def typed_datasets(instance_case):
+    _, _, gt_json, _ = instance_case
+    common = dict(
+        json_file=gt_json,
+        panoptic_json="unused.json",
+        panoptic_root="unused",
+        thing_dataset_id_to_contiguous_id={3: 1, 7: 4},
+        stuff_dataset_id_to_contiguous_id={1: 0, 3: 1, 5: 2, 6: 3, 7: 4},
+        stuff_classes=list("abcde"),
+        ignore_label=255,
+    )
+    dicts = [{"file_name": "a.jpg", "sem_seg_file_name": "a.png"}]
+    names = {}
+    for t in (
+        "sem_seg",
+        "coco",
+        "coco_panoptic_seg",
+        "ade20k_panoptic_seg",
+        "mapillary_vistas_panoptic_seg",
+        "cityscapes_panoptic_seg",
+        "cityscapes_sem_seg",
+        "cityscapes_instance",
+        "something_else",
+    ):
+        names[t] = register("typed_" + t, dicts, evaluator_type=t, **common)
+    return names
+
+
+@pytest.mark.parametrize(
+    "evaluator_type, flags, expected",
+    [
+        ("sem_seg", {}, [SemSegEvaluator]),
+        ("coco", {}, [COCOEvaluator]),
+        (
+            "coco_panoptic_seg",
+            dict(semantic=True, instance=True, panoptic=True),
+            [SemSegEvaluator, COCOPanopticEvaluator, COCOEvaluator],
+        ),
+        ("coco_panoptic_seg", dict(panoptic=True), [COCOPanopticEvaluator]),
+        (
+            "ade20k_panoptic_seg",
+            dict(semantic=True, instance=True, panoptic=True),
+            [SemSegEvaluator, COCOPanopticEvaluator, InstanceSegEvaluator],
+        ),
+        ("mapillary_vistas_panoptic_seg", dict(instance=True), [InstanceSegEvaluator]),
+        (
+            "mapillary_vistas_panoptic_seg",
+            dict(semantic=True, panoptic=True),
+            [SemSegEvaluator, COCOPanopticEvaluator],
+        ),
+        (
+            "cityscapes_panoptic_seg",
+            dict(semantic=True, instance=True, panoptic=True),
+            [COCOPanopticEvaluator, CityscapesSemSegEvaluator, CityscapesInstanceEvaluator],
+        ),
+        ("cityscapes_sem_seg", {}, [CityscapesSemSegEvaluator]),
+        ("cityscapes_instance", {}, [CityscapesInstanceEvaluator]),
+    ],
+)
+def test_build_evaluator_choice(typed_datasets, tmp_path, evaluator_type, flags, expected):
+    cfg = _cfg(output_dir=str(tmp_path), **flags)
+    evaluators = build_evaluator(cfg, typed_datasets[evaluator_type])
+    assert _types(evaluators) == expected
+    for e in evaluators._evaluators:
+        if isinstance(e, COCOEvaluator):  # mask AP only: Mask2Former predicts no real boxes
+            assert e._tasks == ("segm",)
+
+
+def test_build_evaluator_default_output_folder(typed_datasets, tmp_path):
+    cfg = _cfg(panoptic=True, output_dir=str(tmp_path))
+    (pan,) = build_evaluator(cfg, typed_datasets["coco_panoptic_seg"])._evaluators
+    assert pan._output_dir == os.path.join(str(tmp_path), "inference")
+
+
+def test_build_evaluator_unknown_type_names_dataset(typed_datasets, tmp_path):
+    name = typed_datasets["something_else"]
+    with pytest.raises(NotImplementedError, match=f"{name}.*something_else"):
+        build_evaluator(_cfg(output_dir=str(tmp_path)), name)
+    # a known type whose outputs are all switched off gets the same clear error
+    with pytest.raises(NotImplementedError, match="ade20k_panoptic_seg"):
+        build_evaluator(_cfg(output_dir=str(tmp_path)), typed_datasets["ade20k_panoptic_seg"])
