@@ -16,13 +16,14 @@ shown in a window, unless --save-predictions is given (then nothing is drawn).
 in the formats of the official tools (not filtered by --task or --confidence-threshold):
 DIR/panoptic/NAME.png + DIR/panoptic.json (COCO panoptic, for panopticapi), DIR/instances.json
 (COCO results: RLE masks, scores, XYWH boxes, for pycocotools) and DIR/sem_seg/NAME.png
-(labels), all in the dataset's class ids (those of DATASETS.TEST[0]'s metadata). NAME is the
+(labels; 16-bit above id 255), all in the dataset's class ids (DATASETS.TEST[0]'s metadata,
+else DATASETS.TRAIN[0]'s; contiguous ids where it has no *_dataset_id_to_contiguous_id). NAME is the
 input's file name without extension (made unique, as the drawings'), or VIDEO_000012 for frame 12
 of VIDEO. Image ids: an input whose file name (without folder) is the file name of one image of
 DATASETS.TEST[0] gets that image's image_id, so that the files can be scored against the
 dataset's ground truth; other images get NAME, video frames their frame index.
 
-Exit status: 0 when at least one input was drawn, 1 when none could be,
+Exit status: 0 when at least one input was processed, 1 when none could be,
 2 for bad settings (config, task, output path, checkpoint, video).
 """
 
@@ -69,7 +70,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="demo.py",
         description="Mask2Former demo: draw a model's predictions on images or videos",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n")[1],
+        epilog="\n\n".join(__doc__.strip().split("\n\n")[1:]),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -428,7 +429,8 @@ def _run_video(cfg, args) -> int:
     demo = _demo(cfg, args)
     with _saving(args.save_predictions, demo, lambda i: (f"{stem}_{i:06d}", i)) as save:
         frames, written = run_on_video(demo, video, output, save)
-    logger.info(f"Drew {frames} frames" + (f" into {written}" if written else ""))
+    verb = "Drew" if output is not None or args.save_predictions is None else "Predicted"
+    logger.info(f"{verb} {frames} frames" + (f" into {written}" if written else ""))
     if not frames:
         logger.error(f"No frame could be read from {args.video_input!r}")
     return 0 if frames else 1
@@ -448,7 +450,8 @@ def _run_images(cfg, args) -> int:
     with _saving(args.save_predictions, demo, lambda i: (stems[i], image_ids[i])) as save:
         done = run_on_images(demo, inputs, outputs, save)
     where = f" into {args.output}" if args.output else ""
-    logger.info(f"Drew {done} of {len(inputs)} images{where}")
+    verb = "Drew" if outputs is not None or args.save_predictions is None else "Predicted"
+    logger.info(f"{verb} {done} of {len(inputs)} images{where}")
     if not done:
         logger.error("No input image could be processed")
     return 0 if done else 1

@@ -98,6 +98,11 @@ def panoptic_to_coco(
     """
     from panopticapi.utils import id2rgb
 
+    if segments_info is None:
+        raise ValueError(
+            "panoptic_seg without segments_info (ids as category * label_divisor + instance) "
+            "cannot be saved: the model must list its segments"
+        )
     things = contiguous_to_dataset_ids(metadata, "thing_dataset_id_to_contiguous_id")
     stuff = contiguous_to_dataset_ids(metadata, "stuff_dataset_id_to_contiguous_id")
     segments = []

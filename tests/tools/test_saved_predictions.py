@@ -236,3 +236,46 @@ def test_unwritable_folder_is_one_message_before_the_model(
         assert "--save-predictions folder" in err and str(a_file) in err
         assert "Traceback" not in err and err.count("\n") == 1
     assert not drawings.exists()  # before any other work
+
+
+# ----------------------------------------------------------------------------- conversions
+class _Metadata(dict):
+    """What the writers read of detectron2's Metadata: ``get(key, default)``."""
+
+
+_METADATA = _Metadata(
+    thing_classes=["a", "b"],
+    stuff_classes=["a", "b", "sky"],
+    thing_dataset_id_to_contiguous_id={3: 0, 8: 1},
+    stuff_dataset_id_to_contiguous_id={3: 0, 8: 1, 300: 2},
+)
+
+
+def test_panoptic_to_coco_uses_dataset_ids_and_panopticapi_colors():
+    from panopticapi.utils import rgb2id
+
+    from mask2former.evaluation.prediction_writers import panoptic_to_coco
+
+    ids = torch.tensor([[0, 1, 1], [2, 2, 70000]], dtype=torch.int32)
+    info = [
+        {"id": 1, "category_id": 1, "isthing": True},
+        {"id": 2, "category_id": 2, "isthing": False},
+        {"id": 70000, "category_id": 0, "isthing": True},
+    ]
+    rgb, segments = panoptic_to_coco(ids, info, _METADATA)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    assert np.array_equal(rgb2id(rgb), ids.numpy())  # ids above 255 too
+    assert [(s["id"], s["category_id"]) for s in segments] == [(1, 8), (2, 300), (70000, 3)]
+    with pytest.raises(ValueError, match=r"thing class 5 has no dataset id"):
+        panoptic_to_coco(ids, [{"id": 1, "category_id": 5, "isthing": True}], _METADATA)
+
+
+def test_sem_seg_labels_in_dataset_ids_and_16_bit():
+    from mask2former.evaluation.prediction_writers import sem_seg_to_label_image
+
+    scores = torch.zeros(3, 2, 2)
+    scores[0, 0, 0] = scores[1, 0, 1] = scores[2, 1] = 1.0
+    labels = sem_seg_to_label_image(scores, _METADATA)
+    assert labels.dtype == np.uint16 and labels.tolist() == [[3, 8], [300, 300]]
+    plain = sem_seg_to_label_image(scores, _Metadata())  # no id map: contiguous ids
+    assert plain.dtype == np.uint8 and plain.tolist() == [[0, 1], [2, 2]]
