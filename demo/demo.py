@@ -4,7 +4,8 @@ Draw a Mask2Former model's predictions on images, a video or a webcam stream.
 
     python demo/demo.py --config-file CONFIG --input a.jpg b.png 'dir/*.jpg' dir/ \
         [--output OUT] [--save-predictions DIR] [--task panoptic|instance|semantic] \
-        [--confidence-threshold 0.5] [--parallel] --opts MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
+        [--confidence-threshold 0.5] [--parallel] --opts MODEL.WEIGHTS model_final.pth \
+        [KEY VALUE ...]
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output OUT --opts ...
     python demo/demo.py --config-file CONFIG --webcam --opts ...
 
@@ -17,11 +18,12 @@ in the formats of the official tools (not filtered by --task or --confidence-thr
 DIR/panoptic/NAME.png + DIR/panoptic.json (COCO panoptic, for panopticapi), DIR/instances.json
 (COCO results: RLE masks, scores, XYWH boxes, for pycocotools) and DIR/sem_seg/NAME.png
 (labels; 16-bit above id 255), all in the dataset's class ids (DATASETS.TEST[0]'s metadata,
-else DATASETS.TRAIN[0]'s; contiguous ids where it has no *_dataset_id_to_contiguous_id). NAME is the
-input's file name without extension (made unique, as the drawings'), or VIDEO_000012 for frame 12
-of VIDEO. Image ids: an input whose file name (without folder) is the file name of one image of
-DATASETS.TEST[0] gets that image's image_id, so that the files can be scored against the
-dataset's ground truth; other images get NAME, video frames their frame index.
+else DATASETS.TRAIN[0]'s; contiguous ids where it has no *_dataset_id_to_contiguous_id).
+NAME is the input's file name without extension (made unique, as the drawings'), or
+VIDEO_000012 for frame 12 of VIDEO. Image ids: an input whose file name (without folder) is
+the file name of one image of DATASETS.TEST[0] gets that image's image_id, so that the files
+can be scored against the dataset's ground truth; other images get NAME, video frames their
+frame index. Boxes are instances.pred_boxes as the model gives them.
 
 Exit status: 0 when at least one input was processed, 1 when none could be,
 2 for bad settings (config, task, output path, checkpoint, video).
@@ -355,7 +357,7 @@ def run_on_video(
     ``output`` (or a window; nothing is drawn when ``save`` is given without output).
 
     Returns:
-        the number of frames drawn and the file written (another name if no codec could write
+        the number of frames processed and the file written (another name if no codec could write
         ``output``; None without output).
     """
     fps = video.get(cv2.CAP_PROP_FPS)
@@ -400,7 +402,8 @@ def _demo(cfg, args) -> VisualizationDemo:
 
 
 def _image_ids(cfg, inputs: List[str], stems: List[str]) -> list:
-    """The image id of each input: its image_id in DATASETS.TEST[0] (by file name), else its stem."""
+    """The image id of each input: its image_id in DATASETS.TEST[0] (by file name), else its
+    stem."""
     ids = dataset_image_ids(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else {}
     return [ids.get(os.path.basename(path), stem) for path, stem in zip(inputs, stems)]
 
@@ -419,7 +422,8 @@ def _saving(
         yield lambda i, predictions: writer.write(*name_and_id(i), predictions)
     finally:
         written = writer.close()
-        logger.info(f"Saved predictions in {save_dir}" + (f": {', '.join(written)}" if written else ""))
+        listed = f": {', '.join(written)}" if written else ""
+        logger.info(f"Saved predictions in {save_dir}{listed}")
 
 
 def _run_video(cfg, args) -> int:

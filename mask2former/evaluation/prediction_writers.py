@@ -7,7 +7,8 @@ panopticapi's ``pq_compute`` and pycocotools' ``COCOeval`` on the saved files gi
 of ``train_net.py --eval-only``. Layout of the output folder:
 
     panoptic/<name>.png   COCO-panoptic PNGs (segment id = R + 256 G + 256^2 B, 0 = void)
-    panoptic.json         {"annotations": [{"image_id", "file_name", "segments_info"}], "categories"}
+    panoptic.json         {"annotations": [{"image_id", "file_name", "segments_info"}],
+                          "categories"}
     instances.json        COCO results: [{"image_id", "category_id", "segmentation" (RLE),
                           "score", "bbox" (XYWH, from instances.pred_boxes)}]
     sem_seg/<name>.png    semantic labels in the dataset's ids (uint8, uint16 above 255)
