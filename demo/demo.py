@@ -3,18 +3,34 @@ r"""
 Draw a Mask2Former model's predictions on images, a video or a webcam stream.
 
     python demo/demo.py --config-file CONFIG --input a.jpg b.png 'dir/*.jpg' dir/ \
-        [--output OUT] [--task panoptic|instance|semantic] [--confidence-threshold 0.5] \
-        [--parallel] --opts MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
+        [--output OUT] [--save-predictions DIR] [--task panoptic|instance|semantic] \
+        [--confidence-threshold 0.5] [--parallel] --opts MODEL.WEIGHTS model_final.pth \
+        [KEY VALUE ...]
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output OUT --opts ...
     python demo/demo.py --config-file CONFIG --webcam --opts ...
 
 Inputs are image files, folders (their images) or glob patterns (quoted or not). --output is a
 folder, or a file name for a single input image or a video; without --output the drawings are
-shown in a window. Exit status: 0 when at least one input was drawn, 1 when none could be,
+shown in a window, unless --save-predictions is given (then nothing is drawn).
+
+--save-predictions DIR writes every output the config turns on, for every image or video frame,
+in the formats of the official tools (not filtered by --task or --confidence-threshold):
+DIR/panoptic/NAME.png + DIR/panoptic.json (COCO panoptic, for panopticapi), DIR/instances.json
+(COCO results: RLE masks, scores, XYWH boxes, for pycocotools) and DIR/sem_seg/NAME.png
+(labels; 16-bit above id 255), all in the dataset's class ids (DATASETS.TEST[0]'s metadata,
+else DATASETS.TRAIN[0]'s; contiguous ids where it has no *_dataset_id_to_contiguous_id).
+NAME is the input's file name without extension (made unique, as the drawings'), or
+VIDEO_000012 for frame 12 of VIDEO. Image ids: an input whose file name (without folder) is
+the file name of one image of DATASETS.TEST[0] gets that image's image_id, so that the files
+can be scored against the dataset's ground truth; other images get NAME, video frames their
+frame index. Boxes are instances.pred_boxes as the model gives them.
+
+Exit status: 0 when at least one input was processed, 1 when none could be,
 2 for bad settings (config, task, output path, checkpoint, video).
 """
 
 import argparse
+import contextlib
 import glob
 import logging
 import math
@@ -22,7 +38,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -33,6 +49,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from mask2former.config import build_config
+from mask2former.evaluation.prediction_writers import PredictionWriter, dataset_image_ids
 from mask2former.utils.config_merge import ConfigError
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
@@ -55,7 +72,7 @@ def get_parser() -> argparse.ArgumentParser:
         prog="demo.py",
         description="Mask2Former demo: draw a model's predictions on images or videos",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n")[1],
+        epilog="\n\n".join(__doc__.strip().split("\n\n")[1:]),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -66,6 +83,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--output",
         help="folder for the drawings (or a file name for one image or a video); "
         "without it, they are shown in a window",
+    )
+    parser.add_argument(
+        "--save-predictions",
+        metavar="DIR",
+        help="folder for the predictions in COCO panoptic / COCO results / label-PNG formats "
+        "(see below)",
     )
     parser.add_argument(
         "--task",
@@ -140,17 +163,18 @@ def expand_inputs(specs: List[str]) -> Tuple[List[str], List[str]]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def check_output_dir(path: str) -> None:
-    """Create the folder ``path`` if needed and check that a file can be written in it."""
+def check_output_dir(path: str, what: str = "output folder") -> None:
+    """Create the folder ``path`` if needed and check that a file can be written in it;
+    ``what`` names it in the error."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise DemoError(f"Output {path!r} exists and is not a folder")
+        raise DemoError(f"{what[0].upper() + what[1:]} {path!r} exists and is not a folder")
     try:
         os.makedirs(path, exist_ok=True)
         # permission bits do not tell (root, read-only file systems): try it
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise DemoError(f"Cannot write to output folder {path!r}: {e.strerror or e}") from None
+        raise DemoError(f"Cannot write to {what} {path!r}: {e.strerror or e}") from None
 
 
 def check_output_file(path: str) -> None:
@@ -164,6 +188,22 @@ def check_output_file(path: str) -> None:
 
 def _has_extension(path: str, extensions) -> bool:
     return os.path.splitext(path)[1].lower() in extensions
+
+
+def unique_names(inputs: List[str]) -> List[Tuple[str, str]]:
+    """(file stem, extension) of each input, the stem made unique (a_1 after a) when inputs share
+    one (same name in two folders, or a.jpg and a.png): drawings and saved predictions of one
+    input get the same stem."""
+    names, used = [], set()
+    for path in inputs:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        unique, n = stem, 0
+        while unique in used:
+            n += 1
+            unique = f"{stem}_{n}"
+        used.add(unique)
+        names.append((unique, ext))
+    return names
 
 
 def image_output_paths(inputs: List[str], output: str) -> List[str]:
@@ -182,16 +222,10 @@ def image_output_paths(inputs: List[str], output: str) -> List[str]:
         check_output_file(output)
         return [output]
     check_output_dir(output)
-    paths, used = [], set()
-    for path in inputs:
-        stem, ext = os.path.splitext(os.path.basename(path))
-        ext = ext if ext.lower() in IMAGE_EXTENSIONS else ".png"
-        name, n = stem + ext, 0
-        while name in used:  # same file name in two input folders
-            n += 1
-            name = f"{stem}_{n}{ext}"
-        used.add(name)
-        paths.append(os.path.join(output, name))
+    paths = [
+        os.path.join(output, stem + (ext if ext.lower() in IMAGE_EXTENSIONS else ".png"))
+        for stem, ext in unique_names(inputs)
+    ]
     _refuse_overwriting(inputs, paths)
     return paths
 
@@ -254,8 +288,22 @@ def _show(image: np.ndarray, wait_ms: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- runs
-def run_on_images(demo: VisualizationDemo, inputs: List[str], outputs: Optional[List[str]]) -> int:
-    """Draw each input into its output (or a window); returns how many were drawn."""
+# called with the index of an image (or frame) and its predictions
+SavePredictions = Callable[[int, Dict], None]
+
+
+def run_on_images(
+    demo: VisualizationDemo,
+    inputs: List[str],
+    outputs: Optional[List[str]],
+    save: Optional[SavePredictions] = None,
+) -> int:
+    """
+    Predict each input, pass the predictions to ``save`` and draw them into its output (or a
+    window; nothing is drawn when ``save`` is given without outputs). Returns how many inputs
+    were processed.
+    """
+    show = outputs is None and save is None
     done = 0
     for i, path in enumerate(tqdm.tqdm(inputs, desc="images", unit="image")):
         try:
@@ -267,8 +315,16 @@ def run_on_images(demo: VisualizationDemo, inputs: List[str], outputs: Optional[
             logger.warning(f"Skipping {path!r}: cannot read it as an image ({e})")
             continue
         start = time.perf_counter()
-        predictions, vis = demo.run_on_image(image)
+        if outputs is None and not show:
+            predictions, vis = demo.predictor(image), None
+        else:
+            predictions, vis = demo.run_on_image(image)
         logger.info(f"{path}: {demo.summary(predictions)} in {time.perf_counter() - start:.2f}s")
+        if save is not None:
+            save(i, predictions)
+        if vis is None:
+            done += 1
+            continue
         drawing = vis.get_image()[:, :, ::-1]
         if outputs is None:
             done += 1
@@ -291,13 +347,17 @@ def _open_video(path: str) -> cv2.VideoCapture:
 
 
 def run_on_video(
-    demo: VisualizationDemo, video: cv2.VideoCapture, output: Optional[str]
+    demo: VisualizationDemo,
+    video: cv2.VideoCapture,
+    output: Optional[str],
+    save: Optional[SavePredictions] = None,
 ) -> Tuple[int, Optional[str]]:
     """
-    Draw every frame into the video file ``output`` (or a window).
+    Predict every frame, pass the predictions to ``save`` and draw them into the video file
+    ``output`` (or a window; nothing is drawn when ``save`` is given without output).
 
     Returns:
-        the number of frames drawn and the file written (another name if no codec could write
+        the number of frames processed and the file written (another name if no codec could write
         ``output``; None without output).
     """
     fps = video.get(cv2.CAP_PROP_FPS)
@@ -306,10 +366,15 @@ def run_on_video(
     total = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     writer, count = None, 0
     try:
-        frames = demo.run_on_video(video)
+        show = output is None and save is None
+        frames = demo.predict_video(video, draw=output is not None or show)
         bar = tqdm.tqdm(frames, desc="frames", unit="frame", total=total if total > 0 else None)
-        for frame in bar:
+        for predictions, frame in bar:
+            if save is not None:
+                save(count, predictions)
             count += 1
+            if frame is None:
+                continue
             if output is None:
                 if not _show(frame, 1):
                     break
@@ -336,13 +401,77 @@ def _demo(cfg, args) -> VisualizationDemo:
     )
 
 
+def _image_ids(cfg, inputs: List[str], stems: List[str]) -> list:
+    """The image id of each input: its image_id in DATASETS.TEST[0] (by file name), else its
+    stem."""
+    ids = dataset_image_ids(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else {}
+    return [ids.get(os.path.basename(path), stem) for path, stem in zip(inputs, stems)]
+
+
+@contextlib.contextmanager
+def _saving(
+    save_dir: Optional[str], demo: VisualizationDemo, name_and_id: Callable[[int], tuple]
+) -> Iterator[Optional[SavePredictions]]:
+    """The ``save`` function of a run (None without ``save_dir``); name_and_id(index) gives the
+    file stem and image id of an input. The json files are written when the run ends."""
+    if save_dir is None:
+        yield None
+        return
+    writer = PredictionWriter(save_dir, demo.metadata)
+    try:
+        yield lambda i, predictions: writer.write(*name_and_id(i), predictions)
+    finally:
+        written = writer.close()
+        listed = f": {', '.join(written)}" if written else ""
+        logger.info(f"Saved predictions in {save_dir}{listed}")
+
+
+def _run_video(cfg, args) -> int:
+    video = _open_video(args.video_input)
+    output = None if args.output is None else video_output_path(args.video_input, args.output)
+    stem = os.path.splitext(os.path.basename(args.video_input))[0]
+    demo = _demo(cfg, args)
+    with _saving(args.save_predictions, demo, lambda i: (f"{stem}_{i:06d}", i)) as save:
+        frames, written = run_on_video(demo, video, output, save)
+    verb = "Drew" if output is not None or args.save_predictions is None else "Predicted"
+    logger.info(f"{verb} {frames} frames" + (f" into {written}" if written else ""))
+    if not frames:
+        logger.error(f"No frame could be read from {args.video_input!r}")
+    return 0 if frames else 1
+
+
+def _run_images(cfg, args) -> int:
+    inputs, warnings = expand_inputs(args.input)
+    for warning in warnings:
+        logger.warning(warning)
+    if not inputs:
+        logger.error("No input image to process")
+        return 1
+    outputs = None if args.output is None else image_output_paths(inputs, args.output)
+    stems = [stem for stem, _ in unique_names(inputs)]
+    image_ids = _image_ids(cfg, inputs, stems) if args.save_predictions else stems
+    demo = _demo(cfg, args)
+    with _saving(args.save_predictions, demo, lambda i: (stems[i], image_ids[i])) as save:
+        done = run_on_images(demo, inputs, outputs, save)
+    where = f" into {args.output}" if args.output else ""
+    verb = "Drew" if outputs is not None or args.save_predictions is None else "Predicted"
+    logger.info(f"{verb} {done} of {len(inputs)} images{where}")
+    if not done:
+        logger.error("No input image could be processed")
+    return 0 if done else 1
+
+
 def _run(args) -> int:
     cfg, notes = build_config(args)
     for note in notes:
         logger.warning(note)
     # every check that can fail fast runs before the model is built
+    if args.save_predictions is not None:
+        if args.webcam:
+            raise DemoError("--save-predictions is not supported with --webcam")
+        check_output_dir(args.save_predictions, "--save-predictions folder")
     choose_task(cfg, args.task)
-    if args.output is None and not _has_display():
+    if args.output is None and args.save_predictions is None and not _has_display():
         raise DemoError("No display to show the drawings in a window: give --output")
     keep_freed_memory_on_cpu(cfg.MODEL.DEVICE)
 
@@ -354,29 +483,7 @@ def _run(args) -> int:
             raise DemoError("Cannot open the webcam (camera 0)")
         frames, _ = run_on_video(_demo(cfg, args), webcam, None)
         return 0 if frames else 1
-
-    if args.video_input:
-        video = _open_video(args.video_input)
-        output = None if args.output is None else video_output_path(args.video_input, args.output)
-        frames, written = run_on_video(_demo(cfg, args), video, output)
-        logger.info(f"Drew {frames} frames" + (f" into {written}" if written else ""))
-        if not frames:
-            logger.error(f"No frame could be read from {args.video_input!r}")
-        return 0 if frames else 1
-
-    inputs, warnings = expand_inputs(args.input)
-    for warning in warnings:
-        logger.warning(warning)
-    if not inputs:
-        logger.error("No input image to process")
-        return 1
-    outputs = None if args.output is None else image_output_paths(inputs, args.output)
-    done = run_on_images(_demo(cfg, args), inputs, outputs)
-    where = f" into {args.output}" if args.output else ""
-    logger.info(f"Drew {done} of {len(inputs)} images{where}")
-    if not done:
-        logger.error("No input image could be processed")
-    return 0 if done else 1
+    return _run_video(cfg, args) if args.video_input else _run_images(cfg, args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

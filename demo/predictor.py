@@ -334,24 +334,30 @@ class VisualizationDemo:
                 break
             yield frame
 
-    def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    def predict_video(
+        self, video: cv2.VideoCapture, draw: bool = True
+    ) -> Iterator[Tuple[Dict, Optional[np.ndarray]]]:
         """
         Args:
             video: an opened capture; every frame is read.
+            draw: False to skip the drawings (None is yielded instead).
 
         Yields:
-            one drawing per frame, BGR (H, W, 3) uint8, in the frames' order.
+            per frame, in the frames' order: the model's predictions and the drawing of the
+            chosen task, BGR (H, W, 3) uint8.
         """
         video_visualizer = VideoVisualizer(self.metadata, self.instance_mode)
 
-        def draw(frame: np.ndarray, predictions: Dict) -> np.ndarray:
+        def result(frame: np.ndarray, predictions: Dict) -> Tuple[Dict, Optional[np.ndarray]]:
+            if not draw:
+                return predictions, None
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             vis = self._draw(video_visualizer, rgb, *self._task_output(predictions))
-            return cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
+            return predictions, cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
 
         if not self.parallel:
             for frame in self._frames(video):
-                yield draw(frame, self.predictor(frame))
+                yield result(frame, self.predictor(frame))
             return
         # keep the workers busy: up to `buffer_size` frames in flight
         pending = deque()
@@ -360,8 +366,17 @@ class VisualizationDemo:
             pending.append(frame)
             self.predictor.put(frame)
             if len(pending) >= buffer_size:
-                frame = pending.popleft()
-                yield draw(frame, self.predictor.get())
+                yield result(pending.popleft(), self.predictor.get())
         while pending:
-            frame = pending.popleft()
-            yield draw(frame, self.predictor.get())
+            yield result(pending.popleft(), self.predictor.get())
+
+    def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
+        """
+        Args:
+            video: an opened capture; every frame is read.
+
+        Yields:
+            one drawing per frame, BGR (H, W, 3) uint8, in the frames' order.
+        """
+        for _, drawing in self.predict_video(video):
+            yield drawing

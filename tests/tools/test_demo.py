@@ -238,6 +238,12 @@ def test_images_folder_glob_missing_and_broken(demo_cli, checkpoint, image_dir, 
     assert "Drew 5 of 6 images" in caplog.text
 
 
+def test_unique_names_one_stem_per_input(demo_cli):
+    # drawings and saved predictions (panoptic/a.png, sem_seg/a.png) of an input share its stem
+    names = demo_cli.unique_names(["x/a.jpg", "y/a.jpg", "x/a.png", "x/b.gif"])
+    assert names == [("a", ".jpg"), ("a_1", ".jpg"), ("a_2", ".png"), ("b", ".gif")]
+
+
 def test_single_image_to_file_and_file_for_several(
     demo_cli, checkpoint, image_dir, tmp_path, capsys
 ):
