@@ -13,6 +13,7 @@ classes first, then the stuff classes (as COCO panoptic): thing ids are then 0..
 which COCO's mask-AP evaluator requires, and the values of the semantic PNGs of a panoptic
 dataset must be these positions.
 """
+
 import json
 import os
 from functools import partial
@@ -51,7 +52,9 @@ def _require(name: str, arg: str, path: Optional[str], kind: str) -> str:
         raise ValueError(f"register_custom_dataset({name!r}): {arg} is required for this task")
     exists = PathManager.isdir(path) if kind == "dir" else PathManager.isfile(path)
     if not exists:
-        raise FileNotFoundError(f"register_custom_dataset({name!r}): {arg} {path} is not an existing {kind}")
+        raise FileNotFoundError(
+            f"register_custom_dataset({name!r}): {arg} {path} is not an existing {kind}"
+        )
     return path
 
 
@@ -60,7 +63,9 @@ def _json_categories(json_file: str, needs_isthing: bool) -> List[Dict[str, Any]
     with PathManager.open(json_file) as f:
         categories = json.load(f).get("categories")
     if not categories:
-        raise ValueError(f"{json_file}: no 'categories' list; the class names and ids are read from it")
+        raise ValueError(
+            f"{json_file}: no 'categories' list; the class names and ids are read from it"
+        )
     required = ("id", "name", "isthing") if needs_isthing else ("id", "name")
     for c in categories:
         missing = [k for k in required if k not in c]
@@ -91,7 +96,9 @@ def _register_instance(name: str, image_root: str, json_file: str, source: Datas
         "thing_dataset_id_to_contiguous_id": thing_dataset_id_to_contiguous_id(categories),
     }
     loader = partial(load_instance_dicts, json_file, image_root, meta, source)
-    register_dataset(name, loader, evaluator_type="coco", image_root=image_root, json_file=json_file, **meta)
+    register_dataset(
+        name, loader, evaluator_type="coco", image_root=image_root, json_file=json_file, **meta
+    )
 
 
 def _register_panoptic(
@@ -105,10 +112,20 @@ def _register_panoptic(
     source: DatasetSource,
 ) -> None:
     meta = get_panoptic_metadata(_json_categories(json_file, needs_isthing=True))
-    loader = partial(load_panoptic_dicts, json_file, image_root, panoptic_root, meta, source, sem_seg_root)
+    loader = partial(
+        load_panoptic_dicts, json_file, image_root, panoptic_root, meta, source, sem_seg_root
+    )
     register_panoptic_dataset(
-        name, loader, meta, image_root, panoptic_root, sem_seg_root, json_file, instances_json,
-        "coco_panoptic_seg", ignore_label=ignore_label,
+        name,
+        loader,
+        meta,
+        image_root,
+        panoptic_root,
+        sem_seg_root,
+        json_file,
+        instances_json,
+        "coco_panoptic_seg",
+        ignore_label=ignore_label,
     )
 
 
@@ -156,9 +173,15 @@ def register_custom_dataset(
         FileNotFoundError: a given path that does not exist (the argument is named).
     """
     if task not in CUSTOM_TASKS:
-        raise ValueError(f"register_custom_dataset({name!r}): task must be one of {CUSTOM_TASKS}, got {task!r}")
+        raise ValueError(
+            f"register_custom_dataset({name!r}): task must be one of {CUSTOM_TASKS}, got {task!r}"
+        )
     if (class_names is None) == (task == "semantic"):
-        which = "needs class_names" if task == "semantic" else "reads the classes from json_file, not class_names"
+        which = (
+            "needs class_names"
+            if task == "semantic"
+            else "reads the classes from json_file, not class_names"
+        )
         raise ValueError(f"register_custom_dataset({name!r}): a {task} dataset {which}")
     _require(name, "image_root", image_root, "dir")
     source = _CustomSource(name)
@@ -178,5 +201,7 @@ def register_custom_dataset(
     else:
         gt_dir = _require(name, "sem_seg_root", sem_seg_root, "dir")
         meta = {"stuff_classes": list(class_names), "stuff_colors": _palette(len(class_names))}
-        register_sem_seg_dataset(name, image_root, gt_dir, source, meta, ignore_label=ignore_label, image_ext=image_ext)
+        register_sem_seg_dataset(
+            name, image_root, gt_dir, source, meta, ignore_label=ignore_label, image_ext=image_ext
+        )
     return MetadataCatalog.get(name)
