@@ -227,3 +227,9 @@ def test_errors_name_the_argument_or_file(synthetic, tmp_path):
         ValueError, match=r"no_isthing.json: category .*'cat'.* lacks the keys \['isthing'\]"
     ):
         _panoptic(synthetic, json_file=str(no_isthing))
+    repeated = tmp_path / "repeated.json"
+    repeated.write_text(
+        json.dumps({"categories": [{"id": 3, "name": "a"}, {"id": 3, "name": "b"}]})
+    )
+    with pytest.raises(ValueError, match=r"repeated.json: category .*'b'.* repeats the id"):
+        register_custom_dataset("_custom_bad", "instance", images, json_file=str(repeated))

@@ -67,13 +67,15 @@ def _json_categories(json_file: str, needs_isthing: bool) -> List[Dict[str, Any]
             f"{json_file}: no 'categories' list; the class names and ids are read from it"
         )
     required = ("id", "name", "isthing") if needs_isthing else ("id", "name")
+    seen_ids = set()
     for c in categories:
         missing = [k for k in required if k not in c]
-        if missing:
-            raise ValueError(f"{json_file}: category {c} lacks the keys {missing}")
-    ids = [c["id"] for c in categories]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{json_file}: duplicate category ids in {sorted(ids)}")
+        if missing or c["id"] in seen_ids:
+            problem = (
+                f"lacks the keys {missing}" if missing else "repeats the id of another category"
+            )
+            raise ValueError(f"{json_file}: category {c} {problem}")
+        seen_ids.add(c["id"])
     categories = sorted(categories, key=lambda c: (not c.get("isthing", True), c["id"]))
     colors = _palette(len(categories))
     return [
@@ -137,9 +139,9 @@ def register_custom_dataset(
     json_file: Optional[str] = None,
     panoptic_root: Optional[str] = None,
     sem_seg_root: Optional[str] = None,
+    ignore_label: int = 255,
     instances_json: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
-    ignore_label: int = 255,
     image_ext: str = "jpg",
 ) -> Metadata:
     """
@@ -157,10 +159,10 @@ def register_custom_dataset(
         sem_seg_root: semantic: folder of the label PNGs, one per image with the image's file
             name stem; panoptic (optional, for mIoU with SEMANTIC_ON): semantic PNGs whose
             values are indices into the registered ``stuff_classes``.
+        ignore_label: the label of unannotated pixels (panoptic and semantic).
         instances_json: panoptic (optional, for mask AP with INSTANCE_ON): the COCO instance
             json of the thing classes.
         class_names: semantic only: the name of each class index (the json tasks read theirs).
-        ignore_label: the label of unannotated pixels (panoptic and semantic).
         image_ext: semantic only: the images' extension (images and labels pair by file stem).
 
     Returns:
