@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (the original's module layout: mask2former.data.d
 from .builtin import BUILTIN_DATASETS, register_all
 from .catalog import datasets_root
 from .checks import check_config_num_classes, check_num_classes, dataset_num_classes
+from .custom import CUSTOM_TASKS, register_custom_dataset
 from .metadata_tables import load_metadata_table
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "check_num_classes",
     "dataset_num_classes",
     "load_metadata_table",
+    "CUSTOM_TASKS",
+    "register_custom_dataset",
 ]

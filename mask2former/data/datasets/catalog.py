@@ -40,14 +40,15 @@ def register_sem_seg_dataset(
     metadata: Dict[str, Any],
     gt_ext: str = "png",
     ignore_label: int = 255,
+    image_ext: str = "jpg",
 ) -> None:
     """
-    Register a semantic segmentation dataset of ``image_dir/*.jpg`` images and same-named label
-    files ``gt_dir/*.{gt_ext}``, evaluated by detectron2's ``sem_seg`` evaluator.
+    Register a semantic segmentation dataset of ``image_dir/*.{image_ext}`` images and
+    same-named label files ``gt_dir/*.{gt_ext}``, evaluated by detectron2's ``sem_seg`` evaluator.
     """
     register_dataset(
         name,
-        partial(load_sem_seg_dicts, gt_dir, image_dir, source, gt_ext=gt_ext, image_ext="jpg"),
+        partial(load_sem_seg_dicts, gt_dir, image_dir, source, gt_ext=gt_ext, image_ext=image_ext),
         image_root=image_dir,
         sem_seg_root=gt_dir,
         evaluator_type="sem_seg",
