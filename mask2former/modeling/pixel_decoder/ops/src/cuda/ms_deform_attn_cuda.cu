@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
 
 constexpr const char* kOp = "ms_deform_attn_cuda";
 
-// check_inputs, plus the dtypes the CUDA kernels are built for.
+// check_inputs, plus the value dtypes the CUDA kernels are built for.
 Dims check_cuda_inputs(const Inputs& in) {
   TORCH_CHECK(in.value.is_cuda(), kOp, ": value must be a CUDA tensor");
   const Dims d = check_inputs(in, kOp);
@@ -232,10 +232,15 @@ Dims check_cuda_inputs(const Inputs& in) {
   TORCH_CHECK(
       st == at::kFloat || st == at::kHalf || st == at::kBFloat16, kOp,
       ": value must be float32, float16 or bfloat16, got ", st);
-  TORCH_CHECK(
-      in.sampling_loc.scalar_type() == at::kFloat && in.attn_weight.scalar_type() == at::kFloat,
-      kOp, ": sampling_loc and attn_weight must be float32");
   return d;
+}
+
+// `in` with the level tables on value's GPU, where the kernels read them. Tables on the CPU are
+// copied without waiting for the GPU: a pageable host buffer is staged before the copy returns.
+Inputs with_device_levels(const Inputs& in) {
+  const auto options = in.value.options().dtype(at::kLong);
+  return {in.value, in.spatial_shapes.to(options, /*non_blocking=*/true),
+          in.level_start_index.to(options, /*non_blocking=*/true), in.sampling_loc, in.attn_weight};
 }
 
 bool aligned(const void* p, int64_t bytes) {
@@ -316,9 +321,10 @@ void launch_backward(const Inputs& in, const at::Tensor& grad_out, at::Tensor& g
 
 }  // namespace
 
-at::Tensor ms_deform_attn_cuda_forward(const Inputs& in) {
-  const Dims d = check_cuda_inputs(in);
-  const c10::cuda::CUDAGuard device_guard(in.value.device());
+at::Tensor ms_deform_attn_cuda_forward(const Inputs& host_in) {
+  const Dims d = check_cuda_inputs(host_in);
+  const c10::cuda::CUDAGuard device_guard(host_in.value.device());
+  const Inputs in = with_device_levels(host_in);
   at::Tensor output = at::empty({d.N, d.Lq, d.M * d.D}, in.value.options());
   if (output.numel() == 0 || d.L == 0 || d.P == 0) {
     return output.zero_();
@@ -330,10 +336,11 @@ at::Tensor ms_deform_attn_cuda_forward(const Inputs& in) {
   return output;
 }
 
-std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& in, const at::Tensor& grad_output) {
-  const Dims d = check_cuda_inputs(in);
-  check_grad_output(grad_output, in, d, kOp);
-  const c10::cuda::CUDAGuard device_guard(in.value.device());
+std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& host_in, const at::Tensor& grad_output) {
+  const Dims d = check_cuda_inputs(host_in);
+  check_grad_output(grad_output, host_in, d, kOp);
+  const c10::cuda::CUDAGuard device_guard(host_in.value.device());
+  const Inputs in = with_device_levels(host_in);
   at::Tensor grad_value = at::zeros(in.value.sizes(), in.value.options().dtype(at::kFloat));
   at::Tensor grad_loc = at::zeros_like(in.sampling_loc);
   at::Tensor grad_attn = at::zeros_like(in.attn_weight);
