@@ -89,6 +89,12 @@ def host_levels(
     return [(flat[2 * i], flat[2 * i + 1]) for i in range(n_l)], flat[2 * n_l:]
 
 
+def _host_tensors(shapes: List[Tuple[int, int]], starts: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The host lists as CPU int64 tensors (L, 2) and (L,): the compiled checks read them
+    without waiting for a GPU."""
+    return torch.tensor(shapes, dtype=torch.int64).view(-1, 2), torch.tensor(starts, dtype=torch.int64)
+
+
 def _check_inputs(
     value: torch.Tensor,
     shapes: List[Tuple[int, int]],
@@ -226,9 +232,7 @@ class MSDeformAttnFunction(Function):
                 f"no compiled MSDeformAttn kernel for {value.dtype} on {value.device}; "
                 "use ms_deform_attn(), which falls back to PyTorch"
             )
-        # Host tables: the kernels' checks read them without waiting for the GPU.
-        spatial_shapes = torch.tensor(shapes, dtype=torch.int64).view(-1, 2)
-        level_start_index = torch.tensor(starts, dtype=torch.int64)
+        spatial_shapes, level_start_index = _host_tensors(shapes, starts)
         value = value.contiguous()
         sampling_locations = sampling_locations.contiguous()
         attention_weights = attention_weights.contiguous()
@@ -279,8 +283,9 @@ def ms_deform_attn(
     shapes, starts = host_levels(spatial_shapes, level_start_index)
     if kernel_supports(value):
         loc_dtype = location_dtype(value.dtype)
+        # tensors, not lists: traces (fvcore's FLOP count) see the function's 5 tensor inputs
         return MSDeformAttnFunction.apply(
-            value, shapes, starts, sampling_locations.to(loc_dtype), attention_weights.to(loc_dtype)
+            value, *_host_tensors(shapes, starts), sampling_locations.to(loc_dtype), attention_weights.to(loc_dtype)
         )
     _check_inputs(value, shapes, starts, sampling_locations, attention_weights)
     dtype = torch.promote_types(
