@@ -10,7 +10,7 @@ import functools
 import importlib
 import logging
 from types import ModuleType
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 _EXTENSION_NAME = "mask2former._C"
 _CPU_KERNEL_DTYPES = (torch.float32, torch.float64)
 _CUDA_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+# (L, 2) integer (H, W) per level: a tensor on any device, or the same numbers on the host.
+SpatialShapes = Union[torch.Tensor, Sequence[Sequence[int]]]
+LevelStarts = Union[torch.Tensor, Sequence[int]]
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,18 +60,50 @@ def kernel_supports(value: torch.Tensor) -> bool:
     return False
 
 
-def _shape_list(spatial_shapes: torch.Tensor) -> List[Tuple[int, int]]:
-    return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+def location_dtype(value_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels take sampling locations and attention weights in, for a value of
+    ``value_dtype`` (the C++ ``location_dtype``): float64 for float64, else float32, so that
+    float16/bfloat16 values keep full-precision locations (bf16 cannot address the pixels of a
+    128-wide map; autocast already makes float32 locations and weights)."""
+    return torch.float64 if value_dtype == torch.float64 else torch.float32
+
+
+def host_levels(
+    spatial_shapes: SpatialShapes, level_start_index: Optional[LevelStarts]
+) -> Tuple[List[Tuple[int, int]], Optional[List[int]]]:
+    """Host copies of the level shapes [(H, W)] and starts, read in one transfer when they are
+    on a GPU (one host sync; none for host tensors or Python sequences)."""
+    for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
+    shapes_t = torch.as_tensor(spatial_shapes, dtype=torch.int64)
+    if shapes_t.dim() != 2 or shapes_t.shape[1] != 2:
+        raise ValueError(f"spatial_shapes must be (L, 2), got shape {tuple(shapes_t.shape)}")
+    if level_start_index is None:
+        return [(int(h), int(w)) for h, w in shapes_t.tolist()], None
+    starts_t = torch.as_tensor(level_start_index, dtype=torch.int64, device=shapes_t.device)
+    if starts_t.dim() != 1:
+        raise ValueError(f"level_start_index must be (L,), got shape {tuple(starts_t.shape)}")
+    flat = torch.cat([shapes_t.reshape(-1), starts_t]).tolist()
+    n_l = shapes_t.shape[0]
+    return [(flat[2 * i], flat[2 * i + 1]) for i in range(n_l)], flat[2 * n_l:]
+
+
+def _host_tensors(shapes: List[Tuple[int, int]], starts: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The host lists as CPU int64 tensors (L, 2) and (L,): the compiled checks read them
+    without waiting for a GPU."""
+    return torch.tensor(shapes, dtype=torch.int64).view(-1, 2), torch.tensor(starts, dtype=torch.int64)
 
 
 def _check_inputs(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: Optional[torch.Tensor],
+    shapes: List[Tuple[int, int]],
+    starts: Optional[List[int]],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> None:
-    """Raises ValueError/TypeError naming the offending argument when the inputs do not agree."""
+    """Raises ValueError/TypeError naming the offending argument when the inputs do not agree.
+    ``shapes`` and ``starts`` are host lists (:func:`host_levels`)."""
     if value.dim() != 4:
         raise ValueError(f"value must be (N, S, M, D), got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
@@ -80,11 +115,6 @@ def _check_inputs(
         raise ValueError(
             f"attention_weights must be (N, Lq, M, L, P), got shape {tuple(attention_weights.shape)}"
         )
-    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
-        raise ValueError(f"spatial_shapes must be (L, 2), got shape {tuple(spatial_shapes.shape)}")
-    for name, t in (("spatial_shapes", spatial_shapes), ("level_start_index", level_start_index)):
-        if t is not None and (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{name} must be an integer tensor, got {t.dtype}")
     for name, t in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
         if not value.is_floating_point() or not t.is_floating_point():
             raise TypeError(
@@ -104,28 +134,26 @@ def _check_inputs(
             f"{tuple(sampling_locations.shape)}, attention_weights (N, Lq, M, L, P) = "
             f"{tuple(attention_weights.shape)}"
         )
-    if spatial_shapes.shape[0] != n_l:
-        raise ValueError(
-            f"spatial_shapes has {spatial_shapes.shape[0]} levels but sampling_locations has {n_l}"
-        )
-    shapes = _shape_list(spatial_shapes)
+    if len(shapes) != n_l:
+        raise ValueError(f"spatial_shapes has {len(shapes)} levels but sampling_locations has {n_l}")
+    if any(h < 0 or w < 0 for h, w in shapes):
+        raise ValueError(f"spatial_shapes {shapes} has a negative size")
     sizes = [h * w for h, w in shapes]
     if sum(sizes) != s:
         raise ValueError(
             f"value has S={s} positions but spatial_shapes {shapes} sum to {sum(sizes)}"
         )
-    if level_start_index is not None:
-        starts = [sum(sizes[:i]) for i in range(n_l)]
-        if level_start_index.shape != (n_l,) or level_start_index.tolist() != starts:
+    if starts is not None:
+        expected = [sum(sizes[:i]) for i in range(n_l)]
+        if starts != expected:
             raise ValueError(
-                f"level_start_index {level_start_index.tolist()} does not match spatial_shapes "
-                f"{shapes} (expected {starts})"
+                f"level_start_index {starts} does not match spatial_shapes {shapes} (expected {expected})"
             )
 
 
 def ms_deform_attn_core_pytorch(
     value: torch.Tensor,
-    value_spatial_shapes: torch.Tensor,
+    value_spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
@@ -133,7 +161,7 @@ def ms_deform_attn_core_pytorch(
 
     Args:
         value: (N, S, M, D)
-        value_spatial_shapes: (L, 2) integer (H, W) per level
+        value_spatial_shapes: (L, 2) integer (H, W) per level, a tensor or a host sequence
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y)
         attention_weights: (N, Lq, M, L, P)
     Returns:
@@ -141,7 +169,7 @@ def ms_deform_attn_core_pytorch(
     """
     n, _, m, d = value.shape
     _, lq, _, n_l, n_p, _ = sampling_locations.shape
-    shapes = _shape_list(value_spatial_shapes)
+    shapes, _ = host_levels(value_spatial_shapes, None)
     value_list = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
     sampled = []
@@ -165,17 +193,20 @@ class MSDeformAttnFunction(Function):
 
     ``apply(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
     im2col_step)`` with the shapes of :func:`ms_deform_attn_core_pytorch`; returns (N, Lq, M*D).
-    ``sampling_locations`` and ``attention_weights`` share a dtype, which is ``value``'s, or
-    float32 when ``value`` is float16/bfloat16 on CUDA. ``im2col_step`` (a positive int) is kept
-    for API compatibility: the kernels need no im2col buffer and process the whole batch at once.
+    ``sampling_locations`` and ``attention_weights`` are in :func:`location_dtype` of value's
+    dtype (float64 for float64, else float32), the kernels' one contract on every device.
+    ``spatial_shapes`` and ``level_start_index`` are tensors on any device or host sequences;
+    host ones cost no GPU synchronisation (device ones one, to check them). ``im2col_step`` (a
+    positive int) is kept for API compatibility: the kernels need no im2col buffer and process
+    the whole batch at once.
     """
 
     @staticmethod
     def forward(
         ctx,
         value: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
+        spatial_shapes: SpatialShapes,
+        level_start_index: LevelStarts,
         sampling_locations: torch.Tensor,
         attention_weights: torch.Tensor,
         im2col_step: int = 128,
@@ -188,26 +219,20 @@ class MSDeformAttnFunction(Function):
             )
         if not isinstance(im2col_step, int) or im2col_step <= 0:
             raise ValueError(f"im2col_step must be a positive int, got {im2col_step!r}")
-        _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        if sampling_locations.dtype != attention_weights.dtype:
+        shapes, starts = host_levels(spatial_shapes, level_start_index)
+        _check_inputs(value, shapes, starts, sampling_locations, attention_weights)
+        expected = location_dtype(value.dtype)
+        if sampling_locations.dtype != expected or attention_weights.dtype != expected:
             raise TypeError(
-                "sampling_locations and attention_weights must share a dtype, got "
-                f"{sampling_locations.dtype} and {attention_weights.dtype}"
-            )
-        loc_dtype = sampling_locations.dtype
-        reduced_ok = value.is_cuda and value.dtype in _REDUCED_PRECISION and loc_dtype == torch.float32
-        if loc_dtype != value.dtype and not reduced_ok:
-            raise TypeError(
-                f"sampling_locations/attention_weights dtype {loc_dtype} does not match value "
-                f"dtype {value.dtype} (float32 is also accepted for float16/bfloat16 CUDA values)"
+                f"sampling_locations and attention_weights must have dtype {expected} for a {value.dtype} "
+                f"value, got {sampling_locations.dtype} and {attention_weights.dtype}"
             )
         if not kernel_supports(value):
             raise TypeError(
                 f"no compiled MSDeformAttn kernel for {value.dtype} on {value.device}; "
                 "use ms_deform_attn(), which falls back to PyTorch"
             )
-        spatial_shapes = spatial_shapes.to(device=value.device, dtype=torch.int64).contiguous()
-        level_start_index = level_start_index.to(device=value.device, dtype=torch.int64).contiguous()
+        spatial_shapes, level_start_index = _host_tensors(shapes, starts)
         value = value.contiguous()
         sampling_locations = sampling_locations.contiguous()
         attention_weights = attention_weights.contiguous()
@@ -241,33 +266,32 @@ class MSDeformAttnFunction(Function):
 
 def ms_deform_attn(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: LevelStarts,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
     """Multi-scale deformable attention with explicit kernel selection.
 
     Uses the compiled kernel when :func:`kernel_supports` ``value`` (CPU float32/float64; CUDA
-    float32/float16/bfloat16 when built with CUDA), otherwise :func:`ms_deform_attn_core_pytorch`.
-    Shapes as in :func:`ms_deform_attn_core_pytorch`; returns (N, Lq, M*D) in ``value``'s dtype.
+    float32/float16/bfloat16 when built with CUDA), with locations and weights cast to
+    :func:`location_dtype`; otherwise :func:`ms_deform_attn_core_pytorch`. Shapes as in
+    :func:`ms_deform_attn_core_pytorch`; returns (N, Lq, M*D) in ``value``'s dtype. Pass
+    ``spatial_shapes``/``level_start_index`` on the host (a CPU tensor or a list) to spare the
+    GPU synchronisation that reading device tensors costs.
     """
+    shapes, starts = host_levels(spatial_shapes, level_start_index)
     if kernel_supports(value):
-        # Reduced-precision CUDA values keep float32 locations: bf16 cannot address pixels of
-        # a 128-wide map accurately, and autocast already produces float32 locations/weights.
-        loc_dtype = torch.float32 if value.is_cuda and value.dtype in _REDUCED_PRECISION else value.dtype
+        loc_dtype = location_dtype(value.dtype)
+        # tensors, not lists: traces (fvcore's FLOP count) see the function's 5 tensor inputs
         return MSDeformAttnFunction.apply(
-            value,
-            spatial_shapes,
-            level_start_index,
-            sampling_locations.to(loc_dtype),
-            attention_weights.to(loc_dtype),
+            value, *_host_tensors(shapes, starts), sampling_locations.to(loc_dtype), attention_weights.to(loc_dtype)
         )
-    _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    _check_inputs(value, shapes, starts, sampling_locations, attention_weights)
     dtype = torch.promote_types(
         value.dtype, torch.promote_types(sampling_locations.dtype, attention_weights.dtype)
     )
     output = ms_deform_attn_core_pytorch(
-        value.to(dtype), spatial_shapes, sampling_locations.to(dtype), attention_weights.to(dtype)
+        value.to(dtype), shapes, sampling_locations.to(dtype), attention_weights.to(dtype)
     )
     return output.to(value.dtype)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
 from ..functions import ms_deform_attn
+from ..functions.ms_deform_attn_func import LevelStarts, SpatialShapes, host_levels
 
 
 def _is_power_of_2(n: int) -> bool:
@@ -72,8 +73,8 @@ class MSDeformAttn(nn.Module):
         query: torch.Tensor,
         reference_points: torch.Tensor,
         input_flatten: torch.Tensor,
-        input_spatial_shapes: torch.Tensor,
-        input_level_start_index: torch.Tensor,
+        input_spatial_shapes: SpatialShapes,
+        input_level_start_index: LevelStarts,
         input_padding_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
@@ -82,8 +83,9 @@ class MSDeformAttn(nn.Module):
             reference_points: (N, Lq, L, 2) normalised (x, y) in [0, 1] (top-left (0, 0),
                 bottom-right (1, 1), padding included), or (N, Lq, L, 4) boxes (cx, cy, w, h)
             input_flatten: (N, S, C) all levels flattened, S = sum_l H_l * W_l
-            input_spatial_shapes: (L, 2) integer (H_l, W_l)
-            input_level_start_index: (L,) start of each level in S
+            input_spatial_shapes: (L, 2) integer (H_l, W_l), a tensor or a host sequence
+            input_level_start_index: (L,) start of each level in S. Host tables (CPU tensors,
+                lists) cost no GPU synchronisation; tables on a GPU are read once per call.
             input_padding_mask: (N, S) bool, True at padding positions, or None
         Returns:
             (N, Lq, C)
@@ -93,10 +95,10 @@ class MSDeformAttn(nn.Module):
         n, lq, _ = query.shape
         _, s, _ = input_flatten.shape
         m, n_l, n_p = self.n_heads, self.n_levels, self.n_points
-        if input_spatial_shapes.shape != (n_l, 2):
+        shapes, starts = host_levels(input_spatial_shapes, input_level_start_index)
+        if len(shapes) != n_l:
             raise ValueError(
-                f"input_spatial_shapes must be ({n_l}, 2) for n_levels={n_l}, got "
-                f"{tuple(input_spatial_shapes.shape)}"
+                f"input_spatial_shapes must be ({n_l}, 2) for n_levels={n_l}, got {len(shapes)} levels"
             )
         if reference_points.shape[-1] not in (2, 4):
             raise ValueError(
@@ -114,9 +116,9 @@ class MSDeformAttn(nn.Module):
 
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level; (W, H) turns them into normalised (x, y)
-            offset_normalizer = torch.stack(
-                [input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1
-            ).to(sampling_offsets.dtype)
+            offset_normalizer = torch.tensor(
+                [(w, h) for h, w in shapes], dtype=sampling_offsets.dtype
+            ).to(sampling_offsets.device, non_blocking=True)
             # Broadcast over whole (L*P*2) rows rather than over the middle dims of a 6-d
             # tensor, which keeps the elementwise loops vectorised (same values, ~6x faster).
             normalizer = offset_normalizer[:, None, :].expand(n_l, n_p, 2).reshape(-1)
@@ -129,11 +131,5 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
-        output = ms_deform_attn(
-            value,
-            input_spatial_shapes,
-            input_level_start_index,
-            sampling_locations,
-            attention_weights,
-        )
+        output = ms_deform_attn(value, shapes, starts, sampling_locations, attention_weights)
         return self.output_proj(output)

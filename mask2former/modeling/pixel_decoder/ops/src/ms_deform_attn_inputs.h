@@ -9,18 +9,43 @@
 namespace mask2former {
 
 // value (N, S, M, D), spatial_shapes (L, 2) int64 (H, W), level_start_index (L,) int64,
-// sampling_loc (N, Lq, M, L, P, 2) normalised (x, y), attn_weight (N, Lq, M, L, P);
-// contiguous and on one device. Dtypes are the device's own rules.
+// sampling_loc (N, Lq, M, L, P, 2) normalised (x, y), attn_weight (N, Lq, M, L, P); contiguous.
+// value, sampling_loc and attn_weight are on one device; spatial_shapes and level_start_index on
+// that device or on the CPU, where the checks read them without waiting for the GPU.
 struct Inputs {
   at::Tensor value, spatial_shapes, level_start_index, sampling_loc, attn_weight;
 };
+
+// The dtype of sampling_loc and attn_weight for a value of dtype `value_type`, on every device:
+// float64 for float64, else float32 (reduced-precision values keep float32 locations, which
+// address pixels of large maps exactly; the kernels accumulate in float32 anyway).
+inline at::ScalarType location_dtype(at::ScalarType value_type) {
+  return value_type == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 struct Dims {
   int64_t N, S, M, D, Lq, L, P;
 };
 
-// Ranks, contiguity, one device, int64 shapes/starts and agreeing sizes; `op` starts each
-// message. Returns the sizes.
+// Every level (H, W, start) lies inside the S positions of value, so the kernels cannot index
+// out of bounds. Reads the level tables on the host (a copy from the GPU waits for it).
+inline void check_levels(const Inputs& in, const int64_t S, const char* op) {
+  const at::Tensor shapes = in.spatial_shapes.cpu();
+  const at::Tensor starts = in.level_start_index.cpu();
+  const int64_t* shp = shapes.data_ptr<int64_t>();
+  const int64_t* start = starts.data_ptr<int64_t>();
+  for (int64_t l = 0; l < starts.numel(); ++l) {
+    TORCH_CHECK(
+        shp[2 * l] >= 0 && shp[2 * l + 1] >= 0 && start[l] >= 0 &&
+            start[l] + shp[2 * l] * shp[2 * l + 1] <= S,
+        op, ": level ", l, " (H=", shp[2 * l], ", W=", shp[2 * l + 1], ", start=", start[l],
+        ") does not fit in S=", S);
+  }
+}
+
+// Ranks, contiguity, devices, dtypes (int64 shapes/starts, location_dtype for sampling_loc and
+// attn_weight), agreeing sizes and levels inside value; `op` starts each message. Returns the
+// sizes. Which value dtypes a device supports is the device's own check.
 inline Dims check_inputs(const Inputs& in, const char* op) {
   const at::Tensor& value = in.value;
   const at::Tensor& loc = in.sampling_loc;
@@ -35,11 +60,23 @@ inline Dims check_inputs(const Inputs& in, const char* op) {
       ": spatial_shapes must be (L, 2), got ", in.spatial_shapes.sizes());
   for (const at::Tensor* t : {&value, &loc, &attn, &in.spatial_shapes, &in.level_start_index}) {
     TORCH_CHECK(t->is_contiguous(), op, ": inputs must be contiguous");
-    TORCH_CHECK(t->device() == value.device(), op, ": inputs must be on one device");
+  }
+  TORCH_CHECK(
+      loc.device() == value.device() && attn.device() == value.device(), op,
+      ": value, sampling_loc and attn_weight must be on one device");
+  for (const at::Tensor* t : {&in.spatial_shapes, &in.level_start_index}) {
+    TORCH_CHECK(
+        t->device() == value.device() || t->device().is_cpu(), op,
+        ": spatial_shapes and level_start_index must be on the CPU or on value's device");
   }
   TORCH_CHECK(
       in.spatial_shapes.scalar_type() == at::kLong && in.level_start_index.scalar_type() == at::kLong,
       op, ": spatial_shapes and level_start_index must be int64");
+  const at::ScalarType loc_type = location_dtype(value.scalar_type());
+  TORCH_CHECK(
+      loc.scalar_type() == loc_type && attn.scalar_type() == loc_type, op,
+      ": sampling_loc and attn_weight must be ", loc_type, " for a ", value.scalar_type(),
+      " value, got ", loc.scalar_type(), " and ", attn.scalar_type());
   const Dims d{value.size(0), value.size(1), value.size(2), value.size(3),
                loc.size(1),   loc.size(3),   loc.size(4)};
   TORCH_CHECK(
@@ -52,6 +89,7 @@ inline Dims check_inputs(const Inputs& in, const char* op) {
   TORCH_CHECK(
       in.spatial_shapes.size(0) == d.L && in.level_start_index.numel() == d.L, op,
       ": spatial_shapes/level_start_index must have L=", d.L, " levels");
+  check_levels(in, d.S, op);
   return d;
 }
 
@@ -69,7 +107,7 @@ inline void check_grad_output(
       grad_output.sizes());
 }
 
-// CPU: value, sampling_loc and attn_weight float32 or float64, one dtype -> (N, Lq, M*D).
+// CPU: value float32 or float64 -> (N, Lq, M*D).
 at::Tensor ms_deform_attn_cpu_forward(const Inputs& in);
 // Returns {grad_value, grad_sampling_loc, grad_attn_weight}.
 std::vector<at::Tensor> ms_deform_attn_cpu_backward(const Inputs& in, const at::Tensor& grad_output);
@@ -77,8 +115,8 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const Inputs& in, const at::
 bool ms_deform_attn_cpu_uses_avx2();
 
 #ifdef WITH_CUDA
-// CUDA: value float32/float16/bfloat16, sampling_loc and attn_weight float32 -> (N, Lq, M*D) in
-// value's dtype; backward: {grad_value (value's dtype), grad_sampling_loc, grad_attn_weight}.
+// CUDA: value float32/float16/bfloat16 -> (N, Lq, M*D) in value's dtype; backward:
+// {grad_value (value's dtype), grad_sampling_loc, grad_attn_weight (float32)}.
 at::Tensor ms_deform_attn_cuda_forward(const Inputs& in);
 std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& in, const at::Tensor& grad_output);
 #endif

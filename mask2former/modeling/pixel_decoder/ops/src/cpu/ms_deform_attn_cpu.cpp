@@ -20,25 +20,12 @@ using cpu_impl::BackwardSplit;
 
 constexpr const char* kOp = "ms_deform_attn_cpu";
 
-// check_inputs, plus what the CPU kernels need: CPU tensors of one floating dtype, and levels
-// inside the value (read here, on the host, before the kernels index with them).
+// check_inputs, plus what the CPU kernels need: CPU tensors, value float32 or float64.
 Dims check_cpu_inputs(const Inputs& in) {
   TORCH_CHECK(in.value.device().is_cpu(), kOp, ": value must be a CPU tensor");
   const Dims d = check_inputs(in, kOp);
   const auto st = in.value.scalar_type();
-  TORCH_CHECK(
-      in.sampling_loc.scalar_type() == st && in.attn_weight.scalar_type() == st, kOp,
-      ": value, sampling_loc and attn_weight must share a dtype, got ", st, ", ",
-      in.sampling_loc.scalar_type(), ", ", in.attn_weight.scalar_type());
-  const int64_t* shp = in.spatial_shapes.data_ptr<int64_t>();
-  const int64_t* start = in.level_start_index.data_ptr<int64_t>();
-  for (int64_t l = 0; l < d.L; ++l) {
-    TORCH_CHECK(
-        shp[2 * l] >= 0 && shp[2 * l + 1] >= 0 && start[l] >= 0 &&
-            start[l] + shp[2 * l] * shp[2 * l + 1] <= d.S,
-        kOp, ": level ", l, " (H=", shp[2 * l], ", W=", shp[2 * l + 1], ", start=", start[l],
-        ") does not fit in S=", d.S);
-  }
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble, kOp, ": value must be float32 or float64, got ", st);
   return d;
 }
 

@@ -8,8 +8,8 @@
 //
 // Accumulation is in float32 for every value dtype. Backward adds value gradients with float32
 // atomics into a float32 buffer (cast to value's dtype at the end); location/weight gradients
-// are reduced over the channel groups with warp shuffles when D/VEC divides 32, and with
-// atomics otherwise.
+// are reduced over the channel groups with warp shuffles (GradReduce), so that at most two
+// atomics per point and warp remain where a (query, head) straddles warps.
 #include "ms_deform_attn_inputs.h"
 
 #include <c10/cuda/CUDAStream.h>
@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 namespace mask2former {
 namespace {
@@ -118,17 +120,48 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
   }
 }
 
+// How the backward sums the location/weight gradients of one (query, head) over its `groups`
+// threads (consecutive lanes, in one warp or straddling two or more):
+enum class GradReduce {
+  kSegment,  // groups divides 32: shuffles within each aligned segment, one plain store
+  kRuns,     // otherwise: shuffles within each warp's run of equal (query, head), one atomic per run
+  kAtomic,   // otherwise, the former path: one atomic per thread (MASK2FORMER_MSDA_GRAD_REDUCE=atomic)
+};
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
 // Sums v over the `groups` consecutive lanes of a segment (groups a power of 2 dividing 32).
 __device__ __forceinline__ float segment_sum(float v, int groups) {
   for (int offset = groups >> 1; offset > 0; offset >>= 1) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
+    v += __shfl_xor_sync(kFullMask, v, offset);
   }
   return v;
 }
 
-// WARP_REDUCE: the `groups` threads of one (query, head) are consecutive lanes of one warp, so
-// location/weight gradients are reduced with shuffles; otherwise with atomics.
-template <typename scalar_t, int VEC, bool WARP_REDUCE>
+// Bit b set when lane + 2^b of this warp holds the same `key` (lanes of one key are consecutive).
+__device__ __forceinline__ unsigned run_reach(int64_t key, int lane) {
+  unsigned reach = 0;
+#pragma unroll
+  for (int b = 0; b < 5; ++b) {
+    const int64_t other = __shfl_down_sync(kFullMask, key, 1 << b);
+    if (lane + (1 << b) < 32 && other == key) reach |= 1u << b;
+  }
+  return reach;
+}
+
+// Sum of v over lanes lane .. end of its run (run_reach): the run's first lane gets the run's
+// sum. After step b each lane holds the sum of the next 2^(b+1) lanes of its run, or up to
+// the run's end if nearer.
+__device__ __forceinline__ float run_sum(float v, unsigned reach) {
+#pragma unroll
+  for (int b = 0; b < 5; ++b) {
+    const float other = __shfl_down_sync(kFullMask, v, 1 << b);
+    if ((reach >> b) & 1u) v += other;
+  }
+  return v;
+}
+
+template <typename scalar_t, int VEC, GradReduce REDUCE>
 __global__ void __launch_bounds__(kThreads) backward_kernel(
     const scalar_t* __restrict__ value,
     const int64_t* __restrict__ shapes,
@@ -137,8 +170,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     const float* __restrict__ attn,
     const scalar_t* __restrict__ grad_out,
     float* __restrict__ grad_value,  // float32 (N, S, M, D), zero-initialised
-    float* __restrict__ grad_loc,    // (N, Lq, M, L, P, 2); zero-initialised unless WARP_REDUCE
-    float* __restrict__ grad_attn,   // (N, Lq, M, L, P); zero-initialised unless WARP_REDUCE
+    float* __restrict__ grad_loc,    // (N, Lq, M, L, P, 2); zero-initialised unless kSegment
+    float* __restrict__ grad_attn,   // (N, Lq, M, L, P); zero-initialised unless kSegment
     Dims d) {
   const int64_t groups = d.D / VEC;
   const int64_t total = d.N * d.Lq * d.M * groups;
@@ -156,6 +189,15 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     const int64_t v_offset = n * d.S * row + m * d.D + g * VEC;
     const float* loc_q = loc + nqm * LP * 2;
     const float* attn_q = attn + nqm * LP;
+    const int lane = static_cast<int>(threadIdx.x & 31);
+    const int64_t key = active ? nqm : -1;
+    unsigned reach = 0;
+    bool run_head = false;
+    if (REDUCE == GradReduce::kRuns) {
+      reach = run_reach(key, lane);
+      const int64_t previous = __shfl_up_sync(kFullMask, key, 1);
+      run_head = active && (lane == 0 || previous != key);
+    }
     float go[VEC];
     if (active) {
       load_pack<scalar_t, VEC>(grad_out + nqm * d.D + g * VEC, go);
@@ -203,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
         }
         const float gx = a * static_cast<float>(W) * s_x;
         const float gy = a * static_cast<float>(H) * s_y;
-        if (WARP_REDUCE) {
+        if (REDUCE == GradReduce::kSegment) {
           const float r_attn = segment_sum(s_attn, static_cast<int>(groups));
           const float r_x = segment_sum(gx, static_cast<int>(groups));
           const float r_y = segment_sum(gy, static_cast<int>(groups));
@@ -211,6 +253,16 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
             grad_attn[nqm * LP + lp] = r_attn;
             grad_loc[(nqm * LP + lp) * 2] = r_x;
             grad_loc[(nqm * LP + lp) * 2 + 1] = r_y;
+          }
+        } else if (REDUCE == GradReduce::kRuns) {
+          // Lanes outside the map contribute zeros; a run's lanes share `inside`.
+          const float r_attn = run_sum(s_attn, reach);
+          const float r_x = run_sum(gx, reach);
+          const float r_y = run_sum(gy, reach);
+          if (run_head && inside) {
+            atomicAdd(grad_attn + nqm * LP + lp, r_attn);
+            atomicAdd(grad_loc + (nqm * LP + lp) * 2, r_x);
+            atomicAdd(grad_loc + (nqm * LP + lp) * 2 + 1, r_y);
           }
         } else if (inside) {
           atomicAdd(grad_attn + nqm * LP + lp, s_attn);
@@ -224,7 +276,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
 
 constexpr const char* kOp = "ms_deform_attn_cuda";
 
-// check_inputs, plus the dtypes the CUDA kernels are built for.
+// check_inputs, plus the value dtypes the CUDA kernels are built for.
 Dims check_cuda_inputs(const Inputs& in) {
   TORCH_CHECK(in.value.is_cuda(), kOp, ": value must be a CUDA tensor");
   const Dims d = check_inputs(in, kOp);
@@ -232,10 +284,15 @@ Dims check_cuda_inputs(const Inputs& in) {
   TORCH_CHECK(
       st == at::kFloat || st == at::kHalf || st == at::kBFloat16, kOp,
       ": value must be float32, float16 or bfloat16, got ", st);
-  TORCH_CHECK(
-      in.sampling_loc.scalar_type() == at::kFloat && in.attn_weight.scalar_type() == at::kFloat,
-      kOp, ": sampling_loc and attn_weight must be float32");
   return d;
+}
+
+// `in` with the level tables on value's GPU, where the kernels read them. Tables on the CPU are
+// copied without waiting for the GPU: a pageable host buffer is staged before the copy returns.
+Inputs with_device_levels(const Inputs& in) {
+  const auto options = in.value.options().dtype(at::kLong);
+  return {in.value, in.spatial_shapes.to(options, /*non_blocking=*/true),
+          in.level_start_index.to(options, /*non_blocking=*/true), in.sampling_loc, in.attn_weight};
 }
 
 bool aligned(const void* p, int64_t bytes) {
@@ -269,11 +326,19 @@ void launch_forward(const Inputs& in, at::Tensor& out, const Dims& d) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t, int VEC, bool WARP_REDUCE>
+// kSegment when a (query, head)'s groups divide a warp; else kRuns, or kAtomic when the
+// environment asks for the former path (MASK2FORMER_MSDA_GRAD_REDUCE=atomic, to compare).
+GradReduce pick_reduce(int64_t groups) {
+  if (groups <= 32 && 32 % groups == 0) return GradReduce::kSegment;
+  const char* env = std::getenv("MASK2FORMER_MSDA_GRAD_REDUCE");
+  return env != nullptr && std::strcmp(env, "atomic") == 0 ? GradReduce::kAtomic : GradReduce::kRuns;
+}
+
+template <typename scalar_t, int VEC, GradReduce REDUCE>
 void launch_backward(const Inputs& in, const at::Tensor& grad_out, at::Tensor& grad_value,
                      at::Tensor& grad_loc, at::Tensor& grad_attn, const Dims& d) {
   const int64_t total = d.N * d.Lq * d.M * (d.D / VEC);
-  backward_kernel<scalar_t, VEC, WARP_REDUCE>
+  backward_kernel<scalar_t, VEC, REDUCE>
       <<<num_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           in.value.data_ptr<scalar_t>(), in.spatial_shapes.data_ptr<int64_t>(),
           in.level_start_index.data_ptr<int64_t>(), in.sampling_loc.data_ptr<float>(),
@@ -316,9 +381,10 @@ void launch_backward(const Inputs& in, const at::Tensor& grad_out, at::Tensor& g
 
 }  // namespace
 
-at::Tensor ms_deform_attn_cuda_forward(const Inputs& in) {
-  const Dims d = check_cuda_inputs(in);
-  const c10::cuda::CUDAGuard device_guard(in.value.device());
+at::Tensor ms_deform_attn_cuda_forward(const Inputs& host_in) {
+  const Dims d = check_cuda_inputs(host_in);
+  const c10::cuda::CUDAGuard device_guard(host_in.value.device());
+  const Inputs in = with_device_levels(host_in);
   at::Tensor output = at::empty({d.N, d.Lq, d.M * d.D}, in.value.options());
   if (output.numel() == 0 || d.L == 0 || d.P == 0) {
     return output.zero_();
@@ -330,10 +396,11 @@ at::Tensor ms_deform_attn_cuda_forward(const Inputs& in) {
   return output;
 }
 
-std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& in, const at::Tensor& grad_output) {
-  const Dims d = check_cuda_inputs(in);
-  check_grad_output(grad_output, in, d, kOp);
-  const c10::cuda::CUDAGuard device_guard(in.value.device());
+std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& host_in, const at::Tensor& grad_output) {
+  const Dims d = check_cuda_inputs(host_in);
+  check_grad_output(grad_output, host_in, d, kOp);
+  const c10::cuda::CUDAGuard device_guard(host_in.value.device());
+  const Inputs in = with_device_levels(host_in);
   at::Tensor grad_value = at::zeros(in.value.sizes(), in.value.options().dtype(at::kFloat));
   at::Tensor grad_loc = at::zeros_like(in.sampling_loc);
   at::Tensor grad_attn = at::zeros_like(in.attn_weight);
@@ -342,13 +409,16 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(const Inputs& in, const at:
   }
   MSDA_DISPATCH_TYPES(in.value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
     const int vec = pick_vec<scalar_t>(d.D, {in.value.data_ptr(), grad_output.data_ptr()});
-    const int64_t groups = d.D / vec;
-    // Shuffle reduction needs each (query, head) segment inside one warp: groups | 32.
-    const bool warp_reduce = groups <= 32 && (32 % groups) == 0;
-    MSDA_DISPATCH_VEC(vec, if (warp_reduce) {
-      launch_backward<scalar_t, VEC, true>(in, grad_output, grad_value, grad_loc, grad_attn, d);
-    } else {
-      launch_backward<scalar_t, VEC, false>(in, grad_output, grad_value, grad_loc, grad_attn, d);
+    const GradReduce reduce = pick_reduce(d.D / vec);
+    MSDA_DISPATCH_VEC(vec, switch (reduce) {
+      case GradReduce::kSegment:
+        launch_backward<scalar_t, VEC, GradReduce::kSegment>(in, grad_output, grad_value, grad_loc, grad_attn, d);
+        break;
+      case GradReduce::kRuns:
+        launch_backward<scalar_t, VEC, GradReduce::kRuns>(in, grad_output, grad_value, grad_loc, grad_attn, d);
+        break;
+      default:
+        launch_backward<scalar_t, VEC, GradReduce::kAtomic>(in, grad_output, grad_value, grad_loc, grad_attn, d);
     });
   });
   return {grad_value.to(in.value.scalar_type()), grad_loc, grad_attn};
