@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "benchmarks")
 PAPER_MB_PER_IMAGE = 6 * 1024  # the paper's ~6 GB per image at 1024x1024 LSJ
-OP_TESTS = ["tests/test_ms_deform_attn.py", "tests/test_ms_deform_attn_checks.py", "tests/test_ms_deform_attn_cuda.py"]
+OP_TESTS = ["tests/modeling/test_ms_deform_attn.py", "tests/modeling/test_ms_deform_attn_checks.py", "tests/modeling/test_ms_deform_attn_cuda.py"]
 # compute-sanitizer runs every kernel of the process many times slower: the stress cases only,
 # without the >2^31-element one (GBs of checked memory).
-SANITIZED = ["tests/test_ms_deform_attn_cuda.py", "-k", "not 2_31 and not spread"]
+SANITIZED = ["tests/modeling/test_ms_deform_attn_cuda.py", "-k", "not 2_31 and not spread"]
 RACECHECKED = SANITIZED[:2] + ["-k", "head_dims and (48 or 256)"]
 SWIN_L = "configs/coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml"
 R50 = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"

@@ -11,7 +11,7 @@ from mask2former.modeling.pixel_decoder.ops.functions import (
     ms_deform_attn_func,
 )
 from mask2former.modeling.pixel_decoder.ops.modules import MSDeformAttn
-from tests.test_ms_deform_attn import make_inputs, needs_ext
+from tests.modeling.test_ms_deform_attn import make_inputs, needs_ext
 
 
 def _ext():

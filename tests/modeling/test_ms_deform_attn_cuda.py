@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mask2former.modeling.pixel_decoder.ops.functions import ms_deform_attn
-from tests.test_ms_deform_attn import grads_of, make_inputs, needs_cuda, reference
+from tests.modeling.test_ms_deform_attn import grads_of, make_inputs, needs_cuda, reference
 
 pytestmark = needs_cuda
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_utils import REPO
+
 
 
 @pytest.fixture(scope="module")
