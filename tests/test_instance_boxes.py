@@ -1,10 +1,20 @@
-"""Instance boxes: the tight box of each predicted mask."""
+"""Instance boxes: the tight box of each predicted mask, and box AP beside mask AP."""
 
+import json
+
+import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.structures import BitMasks
 
+from mask2former.config import add_maskformer2_config
+from mask2former.evaluation import InstanceSegEvaluator, build_evaluator
 from mask2former.modeling.postprocessing import (
     BlockwisePostProcessor,
     InferenceSettings,
@@ -98,3 +108,129 @@ def test_both_postprocessors_give_the_masks_boxes():
         assert torch.equal(boxes, BitMasks(instances.pred_masks > 0.5).get_bounding_boxes().tensor)
         assert (boxes == 0).all(1).any() and (boxes[:, 2:] > boxes[:, :2]).all(1).any()
     assert torch.equal(results[0].pred_boxes.tensor, results[1].pred_boxes.tensor)
+
+
+# ---------------------------------------------------------------- box AP in the evaluation
+IMAGE_H, IMAGE_W = 40, 48
+_PREFIX = "_test_instance_boxes_"
+
+
+def _rect(y0, x0, y1, x1):
+    mask = torch.zeros(IMAGE_H, IMAGE_W, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _disk(cy, cx, r):
+    yy, xx = torch.meshgrid(torch.arange(IMAGE_H), torch.arange(IMAGE_W), indexing="ij")
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _frame(y0, x0, y1, x1, width=2):
+    """The border of a rectangle: the rectangle's box, a fraction of its area."""
+    return _rect(y0, x0, y1, x1) & ~_rect(y0 + width, x0 + width, y1 - width, x1 - width)
+
+
+# per image: ground truth [(dataset category id, mask)], predictions [(category, mask, score)]
+GROUND_TRUTH = {
+    1: [(3, _rect(2, 2, 20, 20)), (7, _disk(28, 34, 8))],
+    2: [(7, _rect(5, 10, 30, 40)), (3, _disk(10, 8, 5))],
+}
+PREDICTIONS = {
+    # the frame: a perfect box, a poor mask
+    1: [(3, _frame(2, 2, 20, 20), 0.9), (7, _disk(28, 33, 6), 0.8), (7, _rect(0, 30, 10, 47), 0.6)],
+    2: [(7, _rect(6, 12, 30, 38), 0.95), (3, _disk(11, 10, 5), 0.7), (3, _rect(30, 0, 40, 10), 0.5)],
+}
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _coco_json(path):
+    images, annotations = [], []
+    for image_id, objects in GROUND_TRUTH.items():
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "height": IMAGE_H, "width": IMAGE_W})
+        for category, mask in objects:
+            rle = _rle(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                "segmentation": rle, "area": float(mask_util.area(rle)),
+                "bbox": [float(v) for v in mask_util.toBbox(rle)], "iscrowd": 0,
+            })
+    categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+
+
+def _register(name, **metadata):
+    name = _PREFIX + name
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(**metadata)
+    return name
+
+
+def _pycocotools_ap(gt_json, task):
+    """pycocotools' AP of the predictions, their boxes computed by pycocotools from the masks."""
+    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+    from pycocotools.coco import COCO
+
+    results = []
+    for image_id, objects in PREDICTIONS.items():
+        for category, mask, score in objects:
+            rle = _rle(mask)
+            results.append({"image_id": image_id, "category_id": category, "score": score,
+                            "segmentation": rle, "bbox": [float(v) for v in mask_util.toBbox(rle)]})
+    return _evaluate_predictions_on_coco(COCO(gt_json), results, task).stats[0] * 100
+
+
+@pytest.mark.parametrize(
+    "evaluator_type, instance_on, contiguous, classes, evaluator_class",
+    [
+        ("coco", False, {3: 0, 7: 1}, ["cat", "dog"], COCOEvaluator),
+        # panoptic-style ids: things {1, 4} among stuff classes
+        ("ade20k_panoptic_seg", True, {3: 1, 7: 4}, ["wall", "cat", "sky", "floor", "dog"], InstanceSegEvaluator),
+    ],
+)
+def test_evaluation_reports_box_ap_beside_mask_ap(
+    tmp_path, evaluator_type, instance_on, contiguous, classes, evaluator_class
+):
+    gt_json = str(tmp_path / "instances.json")
+    _coco_json(gt_json)
+    name = _register(
+        evaluator_type, json_file=gt_json, evaluator_type=evaluator_type,
+        thing_dataset_id_to_contiguous_id=contiguous, thing_classes=classes,
+    )
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = instance_on
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = False
+    (evaluator,) = build_evaluator(cfg, name)._evaluators
+    assert type(evaluator) is evaluator_class
+
+    evaluator.reset()
+    for image_id, objects in PREDICTIONS.items():
+        # the model's instances: boxes from the post-processing's own computation
+        instances = instances_from_query_masks(
+            torch.tensor([s for _, _, s in objects]),
+            torch.tensor([contiguous[c] for c, _, _ in objects]),
+            torch.stack([m for _, m, _ in objects]),
+            torch.ones(len(objects), IMAGE_H, IMAGE_W),  # mask score 1: scores stay as given
+            torch.arange(len(objects)),
+        )
+        evaluator.process([{"image_id": image_id}], [{"instances": instances}])
+    results = evaluator.evaluate()
+
+    assert set(results) == {"bbox", "segm"}
+    assert 0 < results["bbox"]["AP"] < 100 and 0 < results["segm"]["AP"] < 100
+    assert results["bbox"]["AP"] > results["segm"]["AP"] + 10  # boxes, not masks, were compared
+    assert results["bbox"]["AP"] == pytest.approx(_pycocotools_ap(gt_json, "bbox"), abs=1e-6)
+    assert results["segm"]["AP"] == pytest.approx(_pycocotools_ap(gt_json, "segm"), abs=1e-6)
