@@ -6,7 +6,8 @@ input, i.e. after any test-time resize; outputs at the same size, or at the case
 size like an image resized for the test) and times, per batch, the
 stages of ``MaskFormer.forward``: backbone, pixel decoder, transformer decoder and
 post-processing (``MaskFormer.inference``: semantic / panoptic / instance outputs as the config
-turns them on). Figures are medians over ``--repeats`` batches after one warm-up.
+turns them on), and inside post-processing the instance boxes (``mask_boxes``). Figures are medians
+over ``--repeats`` batches after one warm-up.
 
     .venv/bin/python benchmarks/inference.py                          # default cases, CPU, 2 threads
     .venv/bin/python benchmarks/inference.py --cases full --device cuda --amp
@@ -26,7 +27,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +47,8 @@ TASKS = {
 }
 SIZES = [(512, 768), (800, 1333)]
 STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
+# parts of the post-processing stage, timed by wrapping a function: name -> (module, function)
+PARTS = {"boxes": ("mask2former.modeling.postprocessing", "mask_boxes")}
 
 
 def case_list(which: str) -> List[Dict]:
@@ -69,6 +72,49 @@ def case_list(which: str) -> List[Dict]:
 
 
 # ------------------------------------------------------------------------------ worker
+def time_calls(module_name: str, function: str, sync: Callable[[], None]) -> Optional[List[float]]:
+    """
+    Replaces ``module_name.function`` by a wrapper that appends each call's duration to the
+    returned list (which the caller clears); None when the checkout has no such function.
+    """
+    import importlib
+
+    module = importlib.import_module(module_name)
+    original = getattr(module, function, None)
+    if original is None:
+        return None
+    durations: List[float] = []
+
+    def timed(*args, **kwargs):
+        sync()
+        t = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync()
+        durations.append(time.perf_counter() - t)
+        return out
+
+    setattr(module, function, timed)
+    return durations
+
+
+def distinct_query_instances(mask_cls, topk: int, thing_only=None):
+    """
+    Stands in for ``postprocessing.select_instances`` under ``--distinct-instances``: ``topk``
+    instances from as many distinct queries (each with its most likely class, thing classes
+    when given), the most instance masks inference can make. With random weights the top
+    (query, class) pairs can all be stuff classes (the COCO panoptic R50 config at 512x768 makes
+    no instance at all), so that the instance output costs far less than with trained weights.
+    """
+    import torch
+
+    probs = torch.softmax(mask_cls, dim=-1)[:, :-1]
+    if thing_only is not None:
+        probs = probs.masked_fill(~thing_only, 0.0)
+    scores, labels = probs.max(dim=1)
+    queries = scores.topk(min(topk, len(scores))).indices
+    return scores[queries], labels[queries], queries
+
+
 def measure_case(spec: Dict) -> Dict:
     """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
     from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
@@ -93,7 +139,18 @@ def measure_case(spec: Dict) -> Dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    if spec.get("distinct_instances"):
+        from mask2former.modeling import postprocessing
+
+        if not hasattr(postprocessing, "select_instances"):
+            raise RuntimeError(f"--distinct-instances: {spec['repo']} has no postprocessing.select_instances")
+        postprocessing.select_instances = distinct_query_instances
+    part_calls = {name: time_calls(module, function, sync) for name, (module, function) in PARTS.items()}
+
     def staged() -> Dict[str, float]:
+        for calls in part_calls.values():
+            if calls is not None:
+                calls.clear()
         times = {}
         t = time.perf_counter()
         images = model.preprocess_image(inputs)
@@ -112,6 +169,8 @@ def measure_case(spec: Dict) -> Dict:
         model.inference(outputs, inputs, images)
         sync()
         times["postprocess"] = time.perf_counter() - t
+        for name, calls in part_calls.items():
+            times[name] = None if calls is None else sum(calls)
         return times
 
     autocast = torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else None
@@ -125,7 +184,14 @@ def measure_case(spec: Dict) -> Dict:
                 runs.append(staged())
     runs = runs[1:]  # warm-up
     result = {k: statistics.median(r[k] for r in runs) for k in STAGES}
-    result["total"] = statistics.median(sum(r.values()) for r in runs)
+    result["total"] = statistics.median(sum(r[k] for k in STAGES) for r in runs)
+    for name in PARTS:
+        part = [r[name] for r in runs]
+        # the part's share of each run's total, so that a noisy run does not skew it
+        result[name] = None if None in part else statistics.median(part)
+        result[name + "_share"] = None if None in part else statistics.median(
+            r[name] / sum(r[k] for k in STAGES) for r in runs
+        )
     if device.startswith("cuda"):
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -137,6 +203,7 @@ def measure_case(spec: Dict) -> Dict:
 def format_table(rows: List[Dict], baselines: List[str]) -> str:
     head = ["task", "backbone", "input", "batch", "device"]
     head += [f"{s} (ms)" for s in ("backbone", "pixel dec.", "transf. dec.", "post-proc.")]
+    head += [f"of which {name} (ms, % of latency)" for name in PARTS]
     head += ["latency / image (ms)", "images / s", "peak mem. (MB)"]
     for name in baselines:
         head += [f"{name}: latency / image (ms)", f"this / {name}"]
@@ -148,6 +215,10 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
             size += f" (outputs {r['output'][0]}x{r['output'][1]})"
         cells = [r["task"], r["backbone"], size, str(n), r["device_label"]]
         cells += [f"{cur[s] * 1e3:.0f}" for s in STAGES]
+        cells += [
+            "-" if cur.get(name) is None else f"{cur[name] * 1e3:.1f} ({cur[name + '_share'] * 100:.2f} %)"
+            for name in PARTS
+        ]
         cells += [f"{cur['total'] / n * 1e3:.0f}", f"{n / cur['total']:.2f}", f"{cur['peak_memory_mb']:.0f}"]
         for name in baselines:
             base = r[name]
@@ -170,6 +241,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="a line for RESULTS.md saying what a baseline is (repeatable)")
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
                         help="CPU runs: glibc malloc setting, see MALLOC_MODES in benchmarks/common.py")
+    parser.add_argument("--distinct-instances", action="store_true",
+                        help="instances from TEST.DETECTIONS_PER_IMAGE distinct queries (worst case "
+                        "of the instance output), see distinct_query_instances")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,7 +264,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             for _ in range(args.rounds):
                 for name, repo in checkouts.items():
                     spec = dict(case, repo=repo, threads=args.threads, device=args.device,
-                                amp=amp, repeats=args.repeats, malloc=args.malloc)
+                                amp=amp, repeats=args.repeats, malloc=args.malloc,
+                                distinct_instances=args.distinct_instances)
                     res = run_worker(__file__, spec, cwd=repo)
                     if row[name] is None or res["total"] < row[name]["total"]:
                         row[name] = res
@@ -217,10 +292,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"{args.repeats} batches after one warm-up; load average 1/5/15 min at the end: "
         f"{load_average()} on {os.cpu_count()} cores",
         "- stages: backbone (with normalisation and padding), pixel decoder, transformer decoder, "
-        "post-processing (`MaskFormer.inference`); latency per image = batch time / batch; peak "
+        "post-processing (`MaskFormer.inference`; of which the instance boxes, `mask_boxes`, with their "
+        "median share of a batch's time); latency per image = batch time / batch; peak "
         "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU)",
         "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
-        "post-processing is cheaper than with trained weights",
+        "post-processing is cheaper than with trained weights"
+        + ("; `--distinct-instances`: every instance from its own query (the most instance masks)"
+           if args.distinct_instances else ""),
         *(f"- baseline `{n}`: the checkout at `{p}`" for n, p in baselines.items()),
         *(f"- {note}" for note in args.note),
         "",

@@ -26,7 +26,6 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 import mask2former  # noqa: F401  (registers the model components and the built-in datasets)
 from mask2former.checkpoint import CheckpointMismatchError, CheckpointReadError, load_model_weights
-from mask2former.utils.visualization import instances_with_mask_boxes
 
 __all__ = [
     "TASKS",
@@ -289,7 +288,7 @@ class VisualizationDemo:
         if self.task == "instance":
             instances = predictions["instances"].to(self.cpu_device)
             instances = instances[instances.scores > self.confidence_threshold]
-            return (instances_with_mask_boxes(instances),)
+            return (instances,)  # drawn with their pred_boxes, the masks' tight boxes
         return (predictions["sem_seg"].argmax(dim=0).to(self.cpu_device),)
 
     def summary(self, predictions: Dict) -> str:

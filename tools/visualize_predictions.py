@@ -29,7 +29,6 @@ from PIL import Image
 from mask2former.config import build_config_or_exit
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 from mask2former.checkpoint import load_model_weights
-from mask2former.utils.visualization import instances_with_mask_boxes
 
 
 def _scale(image: np.ndarray) -> float:
@@ -45,7 +44,7 @@ def _draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
     if "instances" in output:
         instances = output["instances"].to("cpu")
         instances = instances[instances.scores > 0.5]
-        return vis.draw_instance_predictions(instances_with_mask_boxes(instances)).get_image()
+        return vis.draw_instance_predictions(instances).get_image()
     return vis.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu()).get_image()
 
 

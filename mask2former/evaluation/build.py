@@ -32,8 +32,8 @@ _PANOPTIC_TYPES = (
     "cityscapes_panoptic_seg",
     "mapillary_vistas_panoptic_seg",
 )
-# Mask2Former's boxes are placeholders (zeros): only mask AP is meaningful
-_INSTANCE_TASKS = ("segm",)
+# box AP from the tight boxes of the predicted masks, beside mask AP
+_INSTANCE_TASKS = ("bbox", "segm")
 # instance AP of panoptic datasets whose instance ground truth is not a COCO instance json
 # with the model's thing classes (their thing ids index all classes)
 _NON_COCO_INSTANCE_TYPES = (
@@ -51,14 +51,14 @@ def build_evaluator(
     PANOPTIC}_ON``):
 
     - "sem_seg": :class:`SemSegEvaluator` (mIoU);
-    - "coco" (COCO instance, ADE20K instance): :class:`COCOEvaluator` (mask AP; the model's
-      boxes are placeholders);
+    - "coco" (COCO instance, ADE20K instance): :class:`COCOEvaluator` (box and mask AP; the
+      boxes are the predicted masks' tight boxes);
     - panoptic types (coco / ade20k / mapillary_vistas / cityscapes "_panoptic_seg"): PQ with
       :class:`COCOPanopticEvaluator` if PANOPTIC_ON, mIoU if SEMANTIC_ON, AP if INSTANCE_ON
-      (COCO's ids with :class:`COCOEvaluator`, others with :class:`InstanceSegEvaluator`,
-      Cityscapes with its own evaluators);
+      (box and mask AP: COCO's ids with :class:`COCOEvaluator`, others with
+      :class:`InstanceSegEvaluator`; Cityscapes with its own evaluators, mask AP);
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
-    - "lvis": :class:`LVISEvaluator`.
+    - "lvis": :class:`LVISEvaluator` (box and mask AP).
 
     Args:
         output_folder: where evaluators write predictions; default ``OUTPUT_DIR/inference``.

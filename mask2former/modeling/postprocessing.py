@@ -158,6 +158,29 @@ def select_instances(
     return scores_per_image, labels_per_image, query_indices
 
 
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """
+    Tight boxes of (M, H, W) bool masks: (M, 4) float32 XYXY in the convention of detectron2's
+    ``BitMasks.get_bounding_boxes`` (x0 = first column, x1 = last column + 1, rows alike; an
+    empty mask gets zeros). From each mask's row and column projections, reduced as uint8 (a
+    max over bytes is several times faster than ``any`` on bools on the CPU).
+    """
+    # the JIT tracer (fvcore's flop count) has no dtype view: it gets a copy
+    occupied = masks.to(torch.uint8) if torch.jit.is_tracing() else masks.view(torch.uint8)
+    x0, x1 = _extents(occupied.amax(1) > 0)
+    y0, y1 = _extents(occupied.amax(2) > 0)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).to(torch.float32)
+    return torch.where((x1 > 0)[:, None], boxes, torch.zeros_like(boxes))
+
+
+def _extents(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """First occupied index and last occupied index + 1 of (M, L) bool; (L, 0) where empty."""
+    index = torch.arange(occupied.shape[1], device=occupied.device)
+    first = torch.where(occupied, index, occupied.shape[1]).amin(1)
+    end = torch.where(occupied, index + 1, 0).amax(1)
+    return first, end
+
+
 def instances_from_query_masks(
     class_scores: torch.Tensor,
     labels: torch.Tensor,
@@ -167,8 +190,8 @@ def instances_from_query_masks(
 ) -> Instances:
     """
     Instances scored by class probability times the mean mask probability inside the binary
-    mask. A query usually wins several (query, class) pairs: its mask and mask score are
-    computed once.
+    mask, with the binary mask's tight box. A query usually wins several (query, class) pairs:
+    its mask, box and mask score are computed once.
 
     Args:
         class_scores, labels: (N,) class probability and class of each instance.
@@ -176,8 +199,8 @@ def instances_from_query_masks(
         mask_prob: (M, H, W) sigmoid of the same queries' mask logits.
         instance_to_mask: (N,) index into the M masks of each instance's query.
     Returns:
-        Instances of image size (H, W) with pred_masks (N, H, W) float, pred_boxes (zeros),
-        scores (N,) and pred_classes (N,).
+        Instances of image size (H, W) with pred_masks (N, H, W) float, pred_boxes (N, 4)
+        (:func:`mask_boxes`), scores (N,) and pred_classes (N,).
     """
     # (M, HW) the binary masks as floats, converted once: the scores and pred_masks read them
     flat = binary_masks.flatten(1).to(mask_prob.dtype)
@@ -186,7 +209,7 @@ def instances_from_query_masks(
     mask_scores = inside / (flat.sum(1) + 1e-6)
     result = Instances(tuple(binary_masks.shape[-2:]))
     result.pred_masks = flat[instance_to_mask].view(-1, *binary_masks.shape[-2:])
-    result.pred_boxes = Boxes(torch.zeros(len(labels), 4, device=binary_masks.device))
+    result.pred_boxes = Boxes(mask_boxes(binary_masks)[instance_to_mask])
     result.scores = class_scores.to(mask_prob.dtype) * mask_scores[instance_to_mask]
     result.pred_classes = labels
     return result

@@ -147,8 +147,8 @@ def test_build_evaluator_choice(typed_datasets, tmp_path, evaluator_type, flags,
     evaluators = build_evaluator(cfg, typed_datasets[evaluator_type])
     assert _types(evaluators) == expected
     for e in evaluators._evaluators:
-        if isinstance(e, COCOEvaluator):  # mask AP only: Mask2Former predicts no real boxes
-            assert e._tasks == ("segm",)
+        if isinstance(e, COCOEvaluator):  # box AP (the masks' tight boxes) beside mask AP
+            assert e._tasks == ("bbox", "segm")
 
 
 def test_build_evaluator_default_output_folder(typed_datasets, tmp_path):
