@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
+from .....export.traceable_ms_deform_attn import ms_deform_attn_traceable
 from ..functions import ms_deform_attn
 
 
@@ -129,7 +130,10 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
-        output = ms_deform_attn(
+        # The compiled kernel is opaque to a tracer (TorchScript, ONNX export): a traced graph
+        # gets standard operators with dynamic level sizes instead.
+        attend = ms_deform_attn_traceable if torch.jit.is_tracing() else ms_deform_attn
+        output = attend(
             value,
             input_spatial_shapes,
             input_level_start_index,
