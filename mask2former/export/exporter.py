@@ -46,7 +46,9 @@ def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) ->
 def export_torchscript(model: ExportableMaskFormer, sample: torch.Tensor, path: str) -> str:
     """Writes ``model`` traced on ``sample`` (B, C, H, W) to the TorchScript file ``path``."""
     traced = _quiet_trace(torch.jit.trace, model.eval(), (sample,), check_trace=False)
-    traced.save(path)
+    # Weights as constants: a graph traced with trainable weights fails on its in-place ops
+    # when called outside torch.no_grad().
+    torch.jit.freeze(traced, optimize_numerics=False).save(path)
     return path
 
 
