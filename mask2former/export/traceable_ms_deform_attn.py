@@ -4,15 +4,13 @@ input size. The compiled kernel is opaque to the tracer, and the PyTorch referen
 ``ops.functions`` turns the level sizes into Python ints, which a trace would freeze."""
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def ms_deform_attn_traceable(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
+    value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+    sampling_locations: Tensor, attention_weights: Tensor,
+) -> Tensor:
     """
     Bilinear sampling of every level with ``F.grid_sample`` (``align_corners=False``, zero
     padding: the kernels' convention), weighted and summed over levels and points.

@@ -43,9 +43,10 @@ def _runner(fmt: str, path: str):
     module = torch.jit.load(path)
 
     def run(x):
-        # the profiling executor's optimisation runs cost more than these two calls
-        with torch.jit.optimized_execution(False):
-            return list(module(x))
+        # with grad enabled, as a user calls it; the profiling executor's optimisation runs
+        # cost more than these two calls
+        with torch.enable_grad(), torch.jit.optimized_execution(False):
+            return [y.detach() for y in module(x)]
 
     return run
 
