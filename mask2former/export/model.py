@@ -1,7 +1,8 @@
 """The exportable part of a :class:`~mask2former.modeling.meta_arch.maskformer.MaskFormer`: the
 network from the normalised image to the last layer's class and mask logits, as one traceable
 module, and the check that a config builds such a model."""
-from typing import Tuple
+import dataclasses
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -71,3 +72,22 @@ class ExportableMaskFormer(nn.Module):
             image = F.pad(image, (0, (div - width % div) % div, 0, (div - height % div) % div))
         outputs = self.sem_seg_head(self.backbone(image))
         return outputs["pred_logits"], outputs["pred_masks"]
+
+
+def deployment_info(model: MaskFormer, input_format: str) -> Dict:
+    """What a runtime needs around the exported graph, as JSON-ready values: the input's
+    channel order and normalisation, the size divisibility, the post-processing settings
+    (``postprocess_numpy.postprocess``'s ``settings``) and, for panoptic inference, the (K,)
+    thing-class mask."""
+    settings = model.postprocessor.settings
+    info = {
+        "input_format": input_format,
+        "pixel_mean": model.pixel_mean.flatten().tolist(),
+        "pixel_std": model.pixel_std.flatten().tolist(),
+        "size_divisibility": int(model.size_divisibility),
+        "settings": dataclasses.asdict(settings),
+    }
+    if settings.panoptic_on:
+        num_classes = model.sem_seg_head.num_classes
+        info["is_thing"] = model._thing_classes_mask(num_classes).tolist()
+    return info

@@ -1,8 +1,11 @@
-"""tools/deploy/export_model.py: a tiny model exported with trained weights and a sample image
-computes the model's logits at another size; a config that cannot be exported is a one-line
-error naming the key."""
+"""tools/deploy/export_model.py: a tiny model exported with its weights and a sample image
+computes the model's logits at another size, and with export_info.json the NumPy
+post-processing gives the model's outputs; a config that cannot be exported is a one-line error
+naming the key."""
 import importlib.util
+import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime
@@ -12,9 +15,10 @@ from PIL import Image
 
 from detectron2.modeling import build_model
 from mask2former.export.model import ExportableMaskFormer
+from mask2former.export.postprocess_numpy import postprocess
 from model_utils import REPO, load_cfg, tiny_opts
 
-CONFIG = "configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"
+CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SMALL_TEST_SIZE = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128"]
 
 
@@ -47,6 +51,19 @@ def test_tool_exports_weights_that_compute_the_models_logits(tmp_path):
     for e, g in zip(expected, got):
         assert g.shape == tuple(e.shape)
         assert np.abs(g - e.numpy()).max() <= 1e-3
+
+    with open(os.path.join(out, "export_info.json")) as f:
+        info = json.load(f)
+    assert info["pixel_mean"] == model.pixel_mean.flatten().tolist() and info["size_divisibility"] == 32
+    size, padded = (90, 110), (96, 128)
+    results = postprocess(got[0][0], got[1][0], padded, size, size, SimpleNamespace(**info["settings"]),
+                          np.array(info["is_thing"]))
+    with torch.no_grad():
+        reference = model([{"image": x[0] * model.pixel_std + model.pixel_mean}])[0]
+    assert sorted(results) == sorted(reference) == ["instances", "panoptic_seg", "sem_seg"]
+    agree = (results["sem_seg"].argmax(0) == reference["sem_seg"].argmax(0).numpy()).mean()
+    assert agree >= 0.999
+    assert results["panoptic_seg"][1] == reference["panoptic_seg"][1]
 
 
 def test_tool_rejects_a_config_it_cannot_export(tmp_path, capsys):

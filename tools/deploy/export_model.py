@@ -10,11 +10,15 @@ The exported graph takes the normalised image, (B, C, H, W) float =
 ``(image - MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD`` in ``INPUT.FORMAT`` channel order, of any
 height and width (padding to the size divisibility is inside the graph), and returns the
 per-query class logits (B, Q, K + 1) and mask logits (B, Q, H_pad / 4, W_pad / 4). The file is
-``DIR/model.onnx`` or ``DIR/model.ts``. Without ``--sample-image`` the trace runs on a random
-image; without ``MODEL.WEIGHTS`` the weights are random.
+``DIR/model.onnx`` or ``DIR/model.ts``; ``DIR/export_info.json`` holds the input's channel
+order and normalisation and the settings of ``mask2former/export/postprocess_numpy.py`` (NumPy
+only: the semantic, panoptic and instance outputs from the logits). Without ``--sample-image``
+the trace runs on a random image; without ``MODEL.WEIGHTS`` the weights are random.
 """
 import argparse
+import json
 import logging
+import os
 import sys
 
 import torch
@@ -26,8 +30,9 @@ from detectron2.modeling import build_model
 from mask2former.checkpoint import CheckpointReadError, load_model_weights
 from mask2former.config import build_config_or_exit
 from mask2former.export.exporter import EXPORT_FORMATS, export
-from mask2former.export.model import ExportableMaskFormer, check_exportable
+from mask2former.export.model import ExportableMaskFormer, check_exportable, deployment_info
 
+INFO_FILE = "export_info.json"
 # The size of the random image traced without --sample-image: any size gives the same graph.
 RANDOM_SAMPLE_SIZE = (256, 320)
 
@@ -70,7 +75,10 @@ def main(argv=None) -> int:
     image = sample_image(cfg, args.sample_image)
     normalised = ((image - model.pixel_mean) / model.pixel_std)[None]
     path = export(ExportableMaskFormer(model), normalised, args.format, args.output)
-    print(f"exported {args.config_file} to {path}")
+    info_path = os.path.join(args.output, INFO_FILE)
+    with open(info_path, "w") as f:
+        json.dump(deployment_info(model, cfg.INPUT.FORMAT), f, indent=2)
+    print(f"exported {args.config_file} to {path} (input and post-processing settings: {info_path})")
     return 0
 
 
