@@ -1,7 +1,7 @@
 """ONNX (onnxruntime) and TorchScript exports of the five reference image configs, shrunk to
 tiny models with random weights: one exported file per config and format, run at two input
 sizes that are not multiples of 32, against the PyTorch model."""
-import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -53,21 +53,30 @@ def _runner(fmt: str, path: str):
 
 @pytest.fixture(scope="module", params=list(official_state_dicts()))
 def outputs(request, tmp_path_factory):
-    """(model, images, {"pytorch"|format: per image (class logits, mask logits)}) of one config."""
+    """(model, images, {"pytorch"|format: per image (class logits, mask logits)}, ONNX file) of
+    one config."""
     model = tiny_model(request.param)
     exportable = ExportableMaskFormer(model)
     images = normalised_images(model)
+    paths = {}
     with torch.no_grad():
         results = {"pytorch": [list(exportable(x)) for x in images]}
         for fmt in FORMATS:
-            run = _runner(fmt, export(exportable, images[0], fmt, str(tmp_path_factory.mktemp(fmt))))
+            paths[fmt] = export(exportable, images[0], fmt, str(tmp_path_factory.mktemp(fmt)))
+            run = _runner(fmt, paths[fmt])
             results[fmt] = [run(x) for x in images]
-    return model, images, results
+    return model, images, results, paths["onnx"]
+
+
+def test_onnx_graph_has_standard_operators_only(outputs):
+    graph = onnx.load(outputs[3]).graph
+    assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
+    assert "GridSample" in {node.op_type for node in graph.node}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_logits_equal_pytorch_at_two_sizes(outputs, fmt):
-    _, images, results = outputs
+    _, images, results, _ = outputs
     for image, expected, got in zip(images, results["pytorch"], results[fmt]):
         for name, e, g in zip(("class", "mask"), expected, got):
             assert g.shape == e.shape, (fmt, name, tuple(image.shape))
@@ -102,7 +111,7 @@ def assert_same_results(expected, got):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_outputs_postprocess_like_pytorch(outputs, fmt):
-    model, images, results = outputs
+    model, images, results, _ = outputs
     for image, expected, got in zip(images, results["pytorch"], results[fmt]):
         with torch.no_grad():
             assert_same_results(_postprocess(model, expected, image), _postprocess(model, got, image))
