@@ -1,10 +1,14 @@
 """Tracing an :class:`~mask2former.export.model.ExportableMaskFormer` into an ONNX or a
 TorchScript file whose batch size, height and width are dynamic."""
+import contextlib
 import os
 import warnings
+from typing import Iterator
 
 import torch
+from torch import nn
 
+from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
 from .model import ExportableMaskFormer
 
 INPUT_NAME = "image"
@@ -15,12 +19,27 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 
 
-def _quiet_trace(fn, *args, **kwargs):
-    """Runs a tracer without its warnings about Python values: every shape-dependent value of
-    the model is either computed from traced shapes or checked constant (tests/export/)."""
-    with warnings.catch_warnings(), torch.no_grad():
+@contextlib.contextmanager
+def traceable_deformable_attention(model: nn.Module) -> Iterator[None]:
+    """Every ``MSDeformAttn`` of ``model`` on standard operators while the context lasts (see
+    ``MSDeformAttn.traceable``); a trace made outside it would hold the compiled kernel."""
+    layers = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    for layer in layers:
+        layer.traceable = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.traceable = False
+
+
+def _quiet_trace(fn, model: nn.Module, *args, **kwargs):
+    """Runs a tracer on ``model`` without its warnings about Python values: every
+    shape-dependent value of the model is either computed from traced shapes or checked
+    constant (tests/export/)."""
+    with warnings.catch_warnings(), torch.no_grad(), traceable_deformable_attention(model):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return fn(*args, **kwargs)
+        return fn(model, *args, **kwargs)
 
 
 def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) -> str:

@@ -4,7 +4,6 @@ instance scores within 1e-3; and the module runs without torch."""
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

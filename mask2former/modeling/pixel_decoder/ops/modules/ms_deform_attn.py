@@ -23,6 +23,10 @@ class MSDeformAttn(nn.Module):
     ``output_proj``) are checkpoint keys and must not change.
     """
 
+    # True while a model is exported (mask2former.export): the compiled kernel is opaque to a
+    # tracer, so the exported graph gets standard operators with dynamic level sizes instead.
+    traceable = False
+
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
         if d_model % n_heads != 0:
@@ -130,9 +134,7 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
-        # The compiled kernel is opaque to a tracer (TorchScript, ONNX export): a traced graph
-        # gets standard operators with dynamic level sizes instead.
-        attend = ms_deform_attn_traceable if torch.jit.is_tracing() else ms_deform_attn
+        attend = ms_deform_attn_traceable if self.traceable else ms_deform_attn
         output = attend(
             value,
             input_spatial_shapes,
