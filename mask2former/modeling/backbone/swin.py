@@ -7,7 +7,6 @@ Parameter and buffer names match the published Mask2Former Swin checkpoints exac
 (``patch_embed.*``, ``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*``, ``norm{i}.*``).
 """
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -90,8 +89,9 @@ class BasicLayer(nn.Module):
         where the next-stage input is downsampled iff the stage has a PatchMerging.
         """
         ws = self.window_size
-        Hp = int(math.ceil(H / ws)) * ws
-        Wp = int(math.ceil(W / ws)) * ws
+        # integer ceil: H, W are 0-d tensors while tracing, and stay dynamic in the graph
+        Hp = (H + ws - 1) // ws * ws
+        Wp = (W + ws - 1) // ws * ws
         attn_mask = shifted_window_attention_mask(Hp, Wp, ws, self.shift_size, x.device, x.dtype)
         for blk in self.blocks:
             if self.use_checkpoint and x.requires_grad:

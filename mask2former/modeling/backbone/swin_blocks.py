@@ -78,7 +78,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
 
 def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C)."""
-    B = int(windows.shape[0] / (H * W / window_size / window_size))
+    B = windows.shape[0] // ((H // window_size) * (W // window_size))
     x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
@@ -245,7 +245,8 @@ class SwinTransformerBlock(nn.Module):
 
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        if pad_r > 0 or pad_b > 0:
+        # while tracing, the padding depends on the input size: always crop
+        if torch.jit.is_tracing() or pad_r > 0 or pad_b > 0:
             x = x[:, :H, :W, :].contiguous()
         x = x.view(B, H * W, C)
 

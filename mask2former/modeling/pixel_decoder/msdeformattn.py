@@ -22,6 +22,14 @@ from .ops.modules import MSDeformAttn
 ENCODER_DIM_FEEDFORWARD = 1024
 
 
+def level_sizes(spatial_shapes: torch.Tensor) -> List[Tuple]:
+    """(H_l, W_l) of each level of (L, 2) ``spatial_shapes``: Python ints, or 0-d tensors while
+    tracing, so that an exported graph keeps the sizes dynamic instead of freezing them."""
+    if torch.jit.is_tracing():
+        return [tuple(row.unbind(0)) for row in spatial_shapes.unbind(0)]
+    return [tuple(row) for row in spatial_shapes.tolist()]
+
+
 class MSDeformAttnTransformerEncoderLayer(nn.Module):
     """Deformable self-attention over all levels, then an FFN; post-norm, sequence (B, S, C)."""
 
@@ -91,7 +99,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
             (B, S, L, 2) reference points (x, y).
         """
         reference_points_list = []
-        for lvl, (H_, W_) in enumerate(spatial_shapes.tolist()):
+        for lvl, (H_, W_) in enumerate(level_sizes(spatial_shapes)):
             ref_y, ref_x = torch.meshgrid(
                 torch.linspace(0.5, H_ - 0.5, H_, dtype=torch.float32, device=device),
                 torch.linspace(0.5, W_ - 0.5, W_, dtype=torch.float32, device=device),
@@ -163,14 +171,15 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         # Images are padded before the backbone, so no position of a feature map is padding.
         src_flatten, lvl_pos_embed_flatten, shapes = [], [], []
         for lvl, (src, pos_embed) in enumerate(zip(srcs, pos_embeds)):
-            shapes.append(src.shape[-2:])
+            # a traced shape stays dynamic, unlike a tensor made from Python ints
+            shapes.append(torch._shape_as_tensor(src)[-2:])
             src_flatten.append(src.flatten(2).transpose(1, 2))
             lvl_pos_embed_flatten.append(
                 pos_embed.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
             )
         src_flatten = torch.cat(src_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
+        spatial_shapes = torch.stack(shapes).to(src_flatten.device)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
@@ -303,12 +312,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         y, spatial_shapes, level_start_index = self.transformer(srcs, pos)
         bs = y.shape[0]
-        sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+        shapes = level_sizes(spatial_shapes)
         # (B, C, H_l, W_l) maps in the contiguous layout: a transposed view would be channels-last,
         # which makes every later resize and conv on it (and on what it feeds) convert layouts.
         out = [
             z.transpose(1, 2).reshape(bs, -1, h, w).contiguous()
-            for z, (h, w) in zip(torch.split(y, sizes, dim=1), spatial_shapes.tolist())
+            for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)
         ]
 
         for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):

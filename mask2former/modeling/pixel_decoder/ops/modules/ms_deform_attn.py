@@ -1,12 +1,13 @@
 """The multi-scale deformable attention layer (Deformable DETR, Zhu et al. 2021)."""
 import math
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
+from .....export.traceable_ms_deform_attn import ms_deform_attn_traceable
 from ..functions import ms_deform_attn
 from ..functions.ms_deform_attn_func import LevelStarts, SpatialShapes, host_levels
 
@@ -22,6 +23,10 @@ class MSDeformAttn(nn.Module):
     The submodule names (``sampling_offsets``, ``attention_weights``, ``value_proj``,
     ``output_proj``) are checkpoint keys and must not change.
     """
+
+    # True while a model is exported (mask2former.export): the compiled kernel is opaque to a
+    # tracer, so the exported graph gets standard operators with dynamic level sizes instead.
+    traceable = False
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -68,6 +73,23 @@ class MSDeformAttn(nn.Module):
         xavier_uniform_(self.output_proj.weight.data)
         constant_(self.output_proj.bias.data, 0.0)
 
+    def _level_tables(
+        self, spatial_shapes: SpatialShapes, level_start_index: LevelStarts, device: torch.device
+    ) -> Tuple[torch.Tensor, tuple, int]:
+        """
+        The (L, 2) (W, H) normaliser of the sampling offsets, the level tables the op takes and
+        the number of levels. The kernels get host-side tables, so that their checks cost no GPU
+        synchronisation; while tracing for export (``traceable``) the tables stay tensors, so
+        that the traced graph follows the input size instead of freezing it.
+        """
+        if self.traceable:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).float()
+            return normalizer, (spatial_shapes, level_start_index), spatial_shapes.shape[0]
+        shapes, starts = host_levels(spatial_shapes, level_start_index)
+        normalizer = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float32)
+        normalizer = normalizer.to(device, non_blocking=True)
+        return normalizer, (shapes, starts), len(shapes)
+
     def forward(
         self,
         query: torch.Tensor,
@@ -95,10 +117,12 @@ class MSDeformAttn(nn.Module):
         n, lq, _ = query.shape
         _, s, _ = input_flatten.shape
         m, n_l, n_p = self.n_heads, self.n_levels, self.n_points
-        shapes, starts = host_levels(input_spatial_shapes, input_level_start_index)
-        if len(shapes) != n_l:
+        offset_normalizer, tables, num_levels = self._level_tables(
+            input_spatial_shapes, input_level_start_index, query.device
+        )
+        if num_levels != n_l:
             raise ValueError(
-                f"input_spatial_shapes must be ({n_l}, 2) for n_levels={n_l}, got {len(shapes)} levels"
+                f"input_spatial_shapes must be ({n_l}, 2) for n_levels={n_l}, got {num_levels} levels"
             )
         if reference_points.shape[-1] not in (2, 4):
             raise ValueError(
@@ -116,11 +140,9 @@ class MSDeformAttn(nn.Module):
 
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level; (W, H) turns them into normalised (x, y)
-            offset_normalizer = torch.tensor(
-                [(w, h) for h, w in shapes], dtype=sampling_offsets.dtype
-            ).to(sampling_offsets.device, non_blocking=True)
             # Broadcast over whole (L*P*2) rows rather than over the middle dims of a 6-d
             # tensor, which keeps the elementwise loops vectorised (same values, ~6x faster).
+            offset_normalizer = offset_normalizer.to(sampling_offsets.dtype)
             normalizer = offset_normalizer[:, None, :].expand(n_l, n_p, 2).reshape(-1)
             refs = reference_points[:, :, None, :, None, :].expand(n, lq, 1, n_l, n_p, 2)
             sampling_locations = (
@@ -131,5 +153,6 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
-        output = ms_deform_attn(value, shapes, starts, sampling_locations, attention_weights)
+        attend = ms_deform_attn_traceable if self.traceable else ms_deform_attn
+        output = attend(value, *tables, sampling_locations, attention_weights)
         return self.output_proj(output)

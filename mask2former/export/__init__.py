@@ -1,0 +1,1 @@
+"""Export of the image models to ONNX and TorchScript (issue 14)."""

@@ -1,0 +1,82 @@
+"""Tracing an :class:`~mask2former.export.model.ExportableMaskFormer` into an ONNX or a
+TorchScript file whose batch size, height and width are dynamic."""
+import contextlib
+import os
+import warnings
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
+from .model import ExportableMaskFormer
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("pred_logits", "pred_masks")
+# GridSample (the deformable attention) needs opset >= 16.
+ONNX_OPSET = 17
+EXPORT_FORMATS = ("onnx", "torchscript")
+FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+
+
+@contextlib.contextmanager
+def traceable_deformable_attention(model: nn.Module) -> Iterator[None]:
+    """Every ``MSDeformAttn`` of ``model`` on standard operators while the context lasts (see
+    ``MSDeformAttn.traceable``); a trace made outside it would hold the compiled kernel."""
+    layers = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    for layer in layers:
+        layer.traceable = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.traceable = False
+
+
+def _quiet_trace(fn, model: nn.Module, *args, **kwargs):
+    """Runs a tracer on ``model`` without its warnings about Python values: every
+    shape-dependent value of the model is either computed from traced shapes or checked
+    constant (tests/export/)."""
+    with warnings.catch_warnings(), torch.no_grad(), traceable_deformable_attention(model):
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return fn(model, *args, **kwargs)
+
+
+def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) -> str:
+    """Writes ``model`` traced on ``sample`` (B, C, H, W) to the ONNX file ``path``."""
+    axes = {
+        INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+        OUTPUT_NAMES[0]: {0: "batch"},
+        OUTPUT_NAMES[1]: {0: "batch", 2: "mask_height", 3: "mask_width"},
+    }
+    _quiet_trace(
+        torch.onnx.export,
+        model.eval(),
+        (sample,),
+        path,
+        opset_version=ONNX_OPSET,
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes=axes,
+    )
+    return path
+
+
+def export_torchscript(model: ExportableMaskFormer, sample: torch.Tensor, path: str) -> str:
+    """Writes ``model`` traced on ``sample`` (B, C, H, W) to the TorchScript file ``path``."""
+    traced = _quiet_trace(torch.jit.trace, model.eval(), (sample,), check_trace=False)
+    # Weights as constants: a graph traced with trainable weights fails on its in-place ops
+    # when called outside torch.no_grad().
+    torch.jit.freeze(traced, optimize_numerics=False).save(path)
+    return path
+
+
+def export(model: ExportableMaskFormer, sample: torch.Tensor, fmt: str, output_dir: str) -> str:
+    """Exports ``model`` as ``fmt`` ("onnx" or "torchscript") into ``output_dir``; returns the
+    file's path."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, FILE_NAMES[fmt])
+    writer = export_onnx if fmt == "onnx" else export_torchscript
+    return writer(model, sample, path)
