@@ -107,7 +107,8 @@ def instance_inference(
     scored by class probability times the mean mask probability inside the binary mask.
 
     Returns:
-        {"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool}, best score first.
+        {"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes": (N, 4)
+        XYXY}, best score first.
     """
     num_classes = mask_cls.shape[-1] - 1
     probs = softmax(mask_cls)[:, :-1].ravel()
@@ -124,7 +125,21 @@ def instance_inference(
         "scores": scores[best_first].astype(np.float32),
         "pred_classes": labels[best_first],
         "pred_masks": masks[best_first],
+        "pred_boxes": mask_boxes(masks[best_first]),
     }
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """
+    (N, H, W) bool masks -> (N, 4) float32 XYXY tight boxes, as the model gives them: x1 is the
+    last column + 1 (rows alike); an empty mask gets zeros.
+    """
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if len(rows):
+            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
 
 
 def postprocess(

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from detectron2.structures import BitMasks
+
 from mask2former.export.postprocess_numpy import bilinear_matrix, postprocess
 from mask2former.modeling.postprocessing import InferenceSettings, build_mask_postprocessor
 from model_utils import REPO
@@ -67,6 +69,11 @@ def test_numpy_postprocessing_equals_maskformers(seed, on, before):
         np.testing.assert_array_equal(g["pred_classes"], e.pred_classes[order].numpy())
         agree = (g["pred_masks"] == e.pred_masks[order].bool().numpy()).mean()
         assert agree >= 0.999, agree
+        # tight boxes of the masks, in the model's convention; equal where the masks are equal
+        boxes = BitMasks(torch.from_numpy(g["pred_masks"])).get_bounding_boxes().tensor.numpy()
+        np.testing.assert_array_equal(g["pred_boxes"], boxes)
+        same = (g["pred_masks"] == e.pred_masks[order].bool().numpy()).all(axis=(1, 2))
+        np.testing.assert_array_equal(g["pred_boxes"][same], e.pred_boxes.tensor[order].numpy()[same])
 
 
 def test_numpy_postprocessing_runs_without_torch_or_detectron2():
