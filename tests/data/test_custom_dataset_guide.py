@@ -26,8 +26,8 @@ SECTION = "## Train on your own data"
 TASKS = ("panoptic", "instance", "semantic")
 # the metrics each task's evaluation reports, by evaluator
 METRICS = {
-    "panoptic": {"panoptic_seg": "PQ", "segm": "AP", "sem_seg": "mIoU"},
-    "instance": {"segm": "AP"},
+    "panoptic": {"panoptic_seg": "PQ", "bbox": "AP", "segm": "AP", "sem_seg": "mIoU"},
+    "instance": {"bbox": "AP", "segm": "AP"},
     "semantic": {"sem_seg": "mIoU"},
 }
 
