@@ -2,10 +2,11 @@
 Checkpoints that are never half written, and weight loading that says what did not fit.
 
 Saving: :class:`Mask2FormerCheckpointer` writes every checkpoint, and the ``last_checkpoint``
-tag, to a temporary file in the same directory, fsyncs it and renames it into place. A run
-killed at any moment therefore leaves either the previous checkpoint or the new one, and
-``last_checkpoint`` only ever names a complete file. Leftover temporary files (``*.partial``)
-of a killed run are removed by :meth:`Mask2FormerCheckpointer.remove_stale_temp_files`.
+tag, to a temporary file in the same directory, fsyncs it and renames it into place
+(:mod:`.utils.atomic_io`). A run killed at any moment therefore leaves either the previous
+checkpoint or the new one, and ``last_checkpoint`` only ever names a complete file. Leftover
+temporary files (``*.partial``) of a killed run are removed by
+:meth:`Mask2FormerCheckpointer.remove_stale_temp_files`.
 
 Loading follows one of three rules (``match``):
 
@@ -39,12 +40,13 @@ import contextlib
 import dataclasses
 import glob
 import os
-import secrets
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from .utils.atomic_io import TEMP_SUFFIX, AtomicWritePathManager
 
 __all__ = [
     "CheckpointMismatchError",
@@ -57,7 +59,6 @@ __all__ = [
     "TEMP_SUFFIX",
 ]
 
-TEMP_SUFFIX = ".partial"
 LAST_CHECKPOINT = "last_checkpoint"
 MATCH_RULES = ("exact", "init", "report")
 # parameters whose shape depends on the number of classes
@@ -72,64 +73,6 @@ class CheckpointMismatchError(ValueError):
 
 class CheckpointReadError(ValueError):
     """A checkpoint file exists but cannot be read (truncated, not a checkpoint, ...)."""
-
-
-# ----------------------------------------------------------------------------- atomic writes
-def _fsync_directory(directory: str) -> None:
-    # makes the rename itself durable; not every file system allows opening a directory
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """
-    ``open(path, mode)`` for writing, on a temporary file next to ``path`` that is flushed,
-    fsynced and renamed to ``path`` when the ``with`` block ends. If the block raises (or the
-    process dies), ``path`` keeps its old content; on an exception the temporary file is
-    removed.
-    """
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    # os.open rather than tempfile.mkstemp: the file gets the usual umask permissions, not 0600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-class AtomicWritePathManager:
-    """
-    A path manager (iopath's ``PathManager`` interface) that opens local files for writing with
-    :func:`atomic_open` and passes everything else to ``base``. fvcore's ``Checkpointer`` writes
-    checkpoints and the ``last_checkpoint`` tag through its ``path_manager``: with this one,
-    both are atomic.
-    """
-
-    def __init__(self, base: Any):
-        self.base = base
-
-    def open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> Any:
-        if "w" in mode and "://" not in path:
-            return atomic_open(path, mode)
-        return self.base.open(path, mode, buffering=buffering, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base":  # not set yet (e.g. while unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.base, name)
 
 
 # ----------------------------------------------------------------------------- key comparison
