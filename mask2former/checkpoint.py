@@ -29,23 +29,31 @@ Loading follows one of three rules (``match``):
 Failures raise :class:`CheckpointMismatchError`, whose message names the file and lists the
 missing, unexpected and wrong-shape keys with counts.
 
-Both go through the public API of fvcore's ``Checkpointer``: it writes through its
-``path_manager``, here an :class:`AtomicWritePathManager`; the keys that did not load come from
-a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys before
-loading (they come back as missing), the file is read a second time, without loading it, only
-when some key is missing.
+A Hugging Face ``save_pretrained`` directory is loaded like a file: converted to our names by
+:func:`..hf_conversion.load_hf_checkpoint`, then checked by the same rules; given the model's
+config, a mismatch also names the config keys whose values differ from the checkpoint's.
+
+Both go through fvcore's ``Checkpointer`` (its public API, but for a converted Hugging Face
+state dict, given to ``_load_model`` as ``load`` does after reading a file): it writes through
+its ``path_manager``, here an :class:`AtomicWritePathManager`; the keys that did not load
+come from a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys
+before loading (they come back as missing), the file is read a second time, without loading it,
+only when some key is missing.
 """
 
 import contextlib
 import dataclasses
 import glob
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 
+from .hf_conversion import HFCheckpointInfo, config_differences, load_hf_checkpoint
 from .utils.atomic_io import TEMP_SUFFIX, AtomicWritePathManager
 
 __all__ = [
@@ -182,9 +190,14 @@ def _recorded_load(model: nn.Module) -> Iterator[Dict[str, List[str]]]:
 
 
 def _key_report(
-    model: nn.Module, path: str, record: Dict[str, List[str]], matching_heuristics: bool
+    model: nn.Module,
+    path: str,
+    record: Dict[str, List[str]],
+    matching_heuristics: bool,
+    read_weights: Callable[[], Mapping[str, Any]],
 ) -> KeyReport:
-    """How the checkpoint ``path``, just loaded into ``model`` with ``record``, fits it."""
+    """How the checkpoint ``path``, just loaded into ``model`` with ``record``, fits it;
+    ``read_weights()`` gives its weights again (only called when some key is missing)."""
     model_state = model.state_dict()
     missing, unexpected = record["missing"], record["unexpected"]
     wrong_shapes: List[Tuple[str, Shape, Shape]] = []
@@ -195,7 +208,7 @@ def _key_report(
     elif missing:
         # fvcore drops wrong-shape keys before loading, so they come back as missing: their
         # shapes are only in the file
-        weights = _checkpoint_weights(path)
+        weights = read_weights()
         checkpoint_keys = list(weights)
         wrong_shapes = [
             (k, tuple(weights[k].shape), tuple(model_state[k].shape))
@@ -230,8 +243,13 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
     whose loads check the keys with a ``match`` rule (see the module doc).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", *, cfg: Optional[CfgNode] = None, **kwargs: Any
+    ):
+        """``cfg``, the model's config, if given, lets a mismatch with a Hugging Face checkpoint
+        name the config keys whose values differ from those the checkpoint implies."""
         super().__init__(model, save_dir, **kwargs)
+        self.cfg = cfg
         self.path_manager = AtomicWritePathManager(self.path_manager)
         self.last_report: Optional[KeyReport] = None
         self._saving_disabled: Optional[str] = None
@@ -274,32 +292,39 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
         detectron2's ``load``, checking the model's keys with the rule ``match``
         ("exact", "init" or "report"; see the module doc).
 
+        ``path`` may also be a Hugging Face ``save_pretrained`` directory of a
+        ``Mask2FormerForUniversalSegmentation``: it is converted (:mod:`..hf_conversion`) and
+        checked in the same way.
+
         Raises:
             FileNotFoundError: ``path`` is a local path that does not exist.
             CheckpointReadError: the file cannot be read as a checkpoint.
+            HFConversionError: the directory is not a Hugging Face Mask2Former checkpoint.
             CheckpointMismatchError: the keys do not fit the model under ``match``.
         """
         if match not in MATCH_RULES:
             raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
-        if path and "://" not in path and not os.path.isfile(path):
+        if path and "://" not in path and not os.path.exists(path):
             raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
         if not path:
             return super().load(path, checkpointables)
         # a checkpointer of its own for each load: detectron2's keeps state of a load that
         # failed midway, and would refuse the next one
         loader = DetectionCheckpointer(self.model, save_to_disk=False, **self.checkpointables)
+        hf_info: Optional[HFCheckpointInfo] = None
         with _recorded_load(self.model) as record:
-            try:
-                checkpoint = loader.load(path, checkpointables)
-            except Exception as e:  # unpickling fails with many exception types
-                if record:  # the weights were read: not a reading error
-                    raise
-                raise CheckpointReadError(
-                    f"Cannot read checkpoint {path!r} ({type(e).__name__}: {e}); "
-                    "is it a complete .pth / .pkl file?"
-                ) from e
+            if os.path.isdir(path):
+                state, hf_info = load_hf_checkpoint(path)
+                # fvcore's load only takes files; its _load_model is the step after reading
+                # (it drops wrong-shape keys from the dict it gets: give it a copy)
+                loader._log_incompatible_keys(loader._load_model({"model": dict(state)}))
+                checkpoint: Dict[str, Any] = {}
+                read_weights: Callable[[], Mapping[str, Any]] = partial(dict, state)
+            else:
+                checkpoint = _read_checkpoint(loader, path, checkpointables, record)
+                read_weights = partial(_checkpoint_weights, path)
         report = _key_report(
-            self.model, path, record, checkpoint.get("matching_heuristics", False)
+            self.model, path, record, checkpoint.get("matching_heuristics", False), read_weights
         )
         self.last_report = report
         problems = report.problems(match)
@@ -309,25 +334,53 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
                 if report.backbone_only and match == "exact"
                 else ""
             )
+            differences = (
+                config_differences(hf_info.overrides, self.cfg)
+                if hf_info is not None and self.cfg is not None
+                else []
+            )
             raise CheckpointMismatchError(
                 f"Checkpoint does not fit the model{hint}: {problems.describe()}"
+                + "".join(f"\n  {line}" for line in differences)
             )
         return checkpoint
 
 
-def load_model_weights(model: nn.Module, path: str, *, match: str = "exact") -> None:
+def _read_checkpoint(
+    loader: DetectionCheckpointer,
+    path: str,
+    checkpointables: Optional[List[str]],
+    record: Dict[str, List[str]],
+) -> Dict[str, Any]:
+    """``loader.load(path)``, whose errors before the weights are loaded are reading errors."""
+    try:
+        return loader.load(path, checkpointables)
+    except Exception as e:  # unpickling fails with many exception types
+        if record:  # the weights were read: not a reading error
+            raise
+        raise CheckpointReadError(
+            f"Cannot read checkpoint {path!r} ({type(e).__name__}: {e}); "
+            "is it a complete .pth / .pkl file?"
+        ) from e
+
+
+def load_model_weights(
+    model: nn.Module, path: str, *, match: str = "exact", cfg: Optional[CfgNode] = None
+) -> None:
     """
     Load the weights of checkpoint ``path`` into ``model`` (optimizer and other state in the
     file are ignored). With the default ``match="exact"`` the checkpoint must hold exactly the
     model's keys and shapes, as evaluation and inference need; ``match="init"`` is the rule for
-    ``MODEL.WEIGHTS`` at the start of a training (see the module doc).
+    ``MODEL.WEIGHTS`` at the start of a training (see the module doc). ``path`` may be a Hugging
+    Face ``save_pretrained`` directory; ``cfg`` (the model's config) lets a mismatch with one
+    name the differing config keys.
 
     Raises:
-        FileNotFoundError, CheckpointReadError, CheckpointMismatchError
+        FileNotFoundError, CheckpointReadError, HFConversionError, CheckpointMismatchError
     """
     if not path:
         raise ValueError("load_model_weights: no checkpoint path given (MODEL.WEIGHTS is empty)")
-    Mask2FormerCheckpointer(model).load(path, checkpointables=[], match=match)
+    Mask2FormerCheckpointer(model, cfg=cfg).load(path, checkpointables=[], match=match)
 
 
 def inspect_model_weights(model: nn.Module, path: str) -> KeyReport:
