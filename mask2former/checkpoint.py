@@ -2,10 +2,11 @@
 Checkpoints that are never half written, and weight loading that says what did not fit.
 
 Saving: :class:`Mask2FormerCheckpointer` writes every checkpoint, and the ``last_checkpoint``
-tag, to a temporary file in the same directory, fsyncs it and renames it into place. A run
-killed at any moment therefore leaves either the previous checkpoint or the new one, and
-``last_checkpoint`` only ever names a complete file. Leftover temporary files (``*.partial``)
-of a killed run are removed by :meth:`Mask2FormerCheckpointer.remove_stale_temp_files`.
+tag, to a temporary file in the same directory, fsyncs it and renames it into place
+(:mod:`.utils.atomic_io`). A run killed at any moment therefore leaves either the previous
+checkpoint or the new one, and ``last_checkpoint`` only ever names a complete file. Leftover
+temporary files (``*.partial``) of a killed run are removed by
+:meth:`Mask2FormerCheckpointer.remove_stale_temp_files`.
 
 Loading follows one of three rules (``match``):
 
@@ -26,25 +27,36 @@ Loading follows one of three rules (``match``):
   ``tools/inspect_checkpoint.py``).
 
 Failures raise :class:`CheckpointMismatchError`, whose message names the file and lists the
-missing, unexpected and wrong-shape keys with counts.
+missing, unexpected and wrong-shape keys with counts (:mod:`.checkpoint_keys` compares them).
+
+A Hugging Face ``save_pretrained`` directory is loaded like a file: converted to our names by
+:func:`..hf_conversion.load_hf_checkpoint`, then checked by the same rules; given the model's
+config, a mismatch also names the config keys whose values differ from the checkpoint's.
 
 Both go through the public API of fvcore's ``Checkpointer``: it writes through its
-``path_manager``, here an :class:`AtomicWritePathManager`; the keys that did not load come from
-a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys before
-loading (they come back as missing), the file is read a second time, without loading it, only
-when some key is missing.
+``path_manager``, here an :class:`AtomicWritePathManager`; it reads files only, so a converted
+Hugging Face state dict is loaded from a temporary ``.pth``; the keys that did not load come
+from a ``load_state_dict`` post-hook on the model, and since fvcore drops wrong-shape keys
+before loading (they come back as missing), the file is read a second time, without loading
+it, only when some key is missing.
 """
 
 import contextlib
-import dataclasses
 import glob
 import os
-import secrets
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+import tempfile
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
+import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+
+from .checkpoint_keys import KeyReport, checkpoint_weights, key_report, recorded_load
+from .hf_conversion import HFCheckpointInfo, config_differences, load_hf_checkpoint
+from .utils.atomic_io import TEMP_SUFFIX, AtomicWritePathManager
 
 __all__ = [
     "CheckpointMismatchError",
@@ -57,13 +69,8 @@ __all__ = [
     "TEMP_SUFFIX",
 ]
 
-TEMP_SUFFIX = ".partial"
 LAST_CHECKPOINT = "last_checkpoint"
 MATCH_RULES = ("exact", "init", "report")
-# parameters whose shape depends on the number of classes
-CLASS_DEPENDENT_KEYS = ("sem_seg_head.predictor.class_embed.", "criterion.empty_weight")
-
-Shape = Tuple[int, ...]
 
 
 class CheckpointMismatchError(ValueError):
@@ -74,211 +81,6 @@ class CheckpointReadError(ValueError):
     """A checkpoint file exists but cannot be read (truncated, not a checkpoint, ...)."""
 
 
-# ----------------------------------------------------------------------------- atomic writes
-def _fsync_directory(directory: str) -> None:
-    # makes the rename itself durable; not every file system allows opening a directory
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """
-    ``open(path, mode)`` for writing, on a temporary file next to ``path`` that is flushed,
-    fsynced and renamed to ``path`` when the ``with`` block ends. If the block raises (or the
-    process dies), ``path`` keeps its old content; on an exception the temporary file is
-    removed.
-    """
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
-    # os.open rather than tempfile.mkstemp: the file gets the usual umask permissions, not 0600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-class AtomicWritePathManager:
-    """
-    A path manager (iopath's ``PathManager`` interface) that opens local files for writing with
-    :func:`atomic_open` and passes everything else to ``base``. fvcore's ``Checkpointer`` writes
-    checkpoints and the ``last_checkpoint`` tag through its ``path_manager``: with this one,
-    both are atomic.
-    """
-
-    def __init__(self, base: Any):
-        self.base = base
-
-    def open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> Any:
-        if "w" in mode and "://" not in path:
-            return atomic_open(path, mode)
-        return self.base.open(path, mode, buffering=buffering, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "base":  # not set yet (e.g. while unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-
-# ----------------------------------------------------------------------------- key comparison
-@dataclasses.dataclass
-class KeyReport:
-    """How the keys of a checkpoint compare with those of a model."""
-
-    path: str
-    # for a file matched by name heuristics: its keys that matched a model key
-    num_checkpoint_keys: int
-    num_model_keys: int
-    missing: List[str]  # in the model, not in the checkpoint
-    unexpected: List[str]  # in the checkpoint, not in the model
-    wrong_shapes: List[Tuple[str, Shape, Shape]]  # (key, checkpoint shape, model shape)
-    backbone_only: bool  # a pretrained backbone rather than a full model
-    num_loaded: int  # model keys that got a value from the checkpoint
-
-    def is_exact(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shapes)
-
-    def problems(self, match: str) -> "KeyReport":
-        """The part of this report that ``match`` (see the module doc) does not accept."""
-        if match == "report":
-            return dataclasses.replace(self, missing=[], unexpected=[], wrong_shapes=[])
-        if match == "exact":
-            return self
-        if self.backbone_only:
-            nothing_loaded = self.num_loaded == 0
-            return dataclasses.replace(
-                self,
-                missing=self.missing if nothing_loaded else [],
-                unexpected=self.unexpected if nothing_loaded else [],
-            )
-        return dataclasses.replace(
-            self,
-            wrong_shapes=[
-                w for w in self.wrong_shapes if not w[0].startswith(CLASS_DEPENDENT_KEYS)
-            ],
-        )
-
-    def describe(self, limit: Optional[int] = 10) -> str:
-        """Counts, then the keys of each kind (at most ``limit`` of each; None: all)."""
-
-        def listed(title: str, items: Sequence[str]) -> List[str]:
-            if not items:
-                return []
-            shown = list(items) if limit is None else list(items[:limit])
-            more = len(items) - len(shown)
-            lines = [f"  {title} ({len(items)}):"] + [f"    {s}" for s in shown]
-            return lines + ([f"    ... and {more} more"] if more else [])
-
-        kind = "backbone-only" if self.backbone_only else "full-model"
-        lines = [
-            f"{self.path} ({kind} checkpoint, {self.num_checkpoint_keys} keys; model "
-            f"{self.num_model_keys} keys): {len(self.missing)} missing, "
-            f"{len(self.unexpected)} unexpected, {len(self.wrong_shapes)} wrong-shape"
-        ]
-        lines += listed("missing in the checkpoint", sorted(self.missing))
-        lines += listed("unexpected in the checkpoint", sorted(self.unexpected))
-        shapes = [
-            f"{k}: checkpoint {tuple(c)} vs model {tuple(m)}"
-            for k, c, m in sorted(self.wrong_shapes)
-        ]
-        lines += listed("wrong shape", shapes)
-        return "\n".join(lines)
-
-
-class _StateDictProbe(nn.Module):
-    """
-    Stands in for the model in a :class:`DetectionCheckpointer` to get a checkpoint's weights
-    as detectron2 reads them (file formats, ``module.`` prefix, numpy arrays) without loading
-    them: with no state of its own, nothing is dropped for a wrong shape.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.received: Dict[str, Any] = {}
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any):
-        self.received = dict(state_dict)
-        return super().load_state_dict({}, strict=False)  # nothing missing, nothing unexpected
-
-
-def _checkpoint_weights(path: str) -> Dict[str, Any]:
-    probe = _StateDictProbe()
-    DetectionCheckpointer(probe, save_to_disk=False).load(path, checkpointables=[])
-    return probe.received
-
-
-@contextlib.contextmanager
-def _recorded_load(model: nn.Module) -> Iterator[Dict[str, List[str]]]:
-    """Records the missing and unexpected keys of the ``model.load_state_dict`` calls inside."""
-    record: Dict[str, List[str]] = {}
-
-    def hook(module: nn.Module, incompatible: Any) -> None:
-        record["missing"] = list(incompatible.missing_keys)
-        record["unexpected"] = list(incompatible.unexpected_keys)
-
-    handle = model.register_load_state_dict_post_hook(hook)
-    try:
-        yield record
-    finally:
-        handle.remove()
-
-
-def _key_report(
-    model: nn.Module, path: str, record: Dict[str, List[str]], matching_heuristics: bool
-) -> KeyReport:
-    """How the checkpoint ``path``, just loaded into ``model`` with ``record``, fits it."""
-    model_state = model.state_dict()
-    missing, unexpected = record["missing"], record["unexpected"]
-    wrong_shapes: List[Tuple[str, Shape, Shape]] = []
-    if matching_heuristics:
-        # the heuristics match names by suffix and skip wrong shapes themselves: no key list
-        # of the file's own fits the model's names
-        checkpoint_keys = [k for k in model_state if k not in missing]
-    elif missing:
-        # fvcore drops wrong-shape keys before loading, so they come back as missing: their
-        # shapes are only in the file
-        weights = _checkpoint_weights(path)
-        checkpoint_keys = list(weights)
-        wrong_shapes = [
-            (k, tuple(weights[k].shape), tuple(model_state[k].shape))
-            for k in missing
-            if k in weights
-        ]
-        missing = [k for k in missing if k not in weights]
-    else:
-        checkpoint_keys = [k for k in model_state if k not in missing] + unexpected
-    not_loaded = set(missing).union(k for k, _, _ in wrong_shapes)
-    return KeyReport(
-        path=path,
-        num_checkpoint_keys=len(checkpoint_keys),
-        num_model_keys=len(model_state),
-        missing=missing,
-        unexpected=unexpected,
-        wrong_shapes=wrong_shapes,
-        backbone_only=matching_heuristics
-        or (len(checkpoint_keys) > 0 and all(k.startswith("backbone.") for k in checkpoint_keys)),
-        # BatchNorm fills in an absent num_batches_tracked by itself: not a loaded weight
-        num_loaded=sum(
-            k not in not_loaded and not k.endswith("num_batches_tracked") for k in model_state
-        ),
-    )
-
-
 # ----------------------------------------------------------------------------- checkpointer
 class Mask2FormerCheckpointer(DetectionCheckpointer):
     """
@@ -287,8 +89,13 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
     whose loads check the keys with a ``match`` rule (see the module doc).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", **kwargs: Any):
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", *, cfg: Optional[CfgNode] = None, **kwargs: Any
+    ):
+        """``cfg``, the model's config, if given, lets a mismatch with a Hugging Face checkpoint
+        name the config keys whose values differ from those the checkpoint implies."""
         super().__init__(model, save_dir, **kwargs)
+        self.cfg = cfg
         self.path_manager = AtomicWritePathManager(self.path_manager)
         self.last_report: Optional[KeyReport] = None
         self._saving_disabled: Optional[str] = None
@@ -331,32 +138,36 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
         detectron2's ``load``, checking the model's keys with the rule ``match``
         ("exact", "init" or "report"; see the module doc).
 
+        ``path`` may also be a Hugging Face ``save_pretrained`` directory of a
+        ``Mask2FormerForUniversalSegmentation``: it is converted (:mod:`..hf_conversion`) and
+        checked in the same way.
+
         Raises:
             FileNotFoundError: ``path`` is a local path that does not exist.
             CheckpointReadError: the file cannot be read as a checkpoint.
+            HFConversionError: the directory is not a Hugging Face Mask2Former checkpoint.
             CheckpointMismatchError: the keys do not fit the model under ``match``.
         """
         if match not in MATCH_RULES:
             raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
-        if path and "://" not in path and not os.path.isfile(path):
+        if path and "://" not in path and not os.path.exists(path):
             raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
         if not path:
             return super().load(path, checkpointables)
         # a checkpointer of its own for each load: detectron2's keeps state of a load that
         # failed midway, and would refuse the next one
         loader = DetectionCheckpointer(self.model, save_to_disk=False, **self.checkpointables)
-        with _recorded_load(self.model) as record:
-            try:
-                checkpoint = loader.load(path, checkpointables)
-            except Exception as e:  # unpickling fails with many exception types
-                if record:  # the weights were read: not a reading error
-                    raise
-                raise CheckpointReadError(
-                    f"Cannot read checkpoint {path!r} ({type(e).__name__}: {e}); "
-                    "is it a complete .pth / .pkl file?"
-                ) from e
-        report = _key_report(
-            self.model, path, record, checkpoint.get("matching_heuristics", False)
+        hf_info: Optional[HFCheckpointInfo] = None
+        with recorded_load(self.model) as record:
+            if os.path.isdir(path):
+                state, hf_info = load_hf_checkpoint(path)
+                checkpoint = _load_converted(loader, state, checkpointables, record)
+                read_weights: Callable[[], Mapping[str, Any]] = partial(dict, state)
+            else:
+                checkpoint = _read_checkpoint(loader, path, checkpointables, record)
+                read_weights = partial(checkpoint_weights, path)
+        report = key_report(
+            self.model, path, record, checkpoint.get("matching_heuristics", False), read_weights
         )
         self.last_report = report
         problems = report.problems(match)
@@ -366,25 +177,67 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
                 if report.backbone_only and match == "exact"
                 else ""
             )
+            differences = (
+                config_differences(hf_info.overrides, self.cfg)
+                if hf_info is not None and self.cfg is not None
+                else []
+            )
             raise CheckpointMismatchError(
                 f"Checkpoint does not fit the model{hint}: {problems.describe()}"
+                + "".join(f"\n  {line}" for line in differences)
             )
         return checkpoint
 
 
-def load_model_weights(model: nn.Module, path: str, *, match: str = "exact") -> None:
+def _load_converted(
+    loader: DetectionCheckpointer,
+    state: Mapping[str, Any],
+    checkpointables: Optional[List[str]],
+    record: Dict[str, List[str]],
+) -> Dict[str, Any]:
+    """A converted state dict loaded through fvcore's public ``load``, which reads files only:
+    from a temporary ``.pth``, removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        file = os.path.join(tmp, "converted.pth")
+        torch.save({"model": dict(state)}, file)
+        return _read_checkpoint(loader, file, checkpointables, record)
+
+
+def _read_checkpoint(
+    loader: DetectionCheckpointer,
+    path: str,
+    checkpointables: Optional[List[str]],
+    record: Dict[str, List[str]],
+) -> Dict[str, Any]:
+    """``loader.load(path)``, whose errors before the weights are loaded are reading errors."""
+    try:
+        return loader.load(path, checkpointables)
+    except Exception as e:  # unpickling fails with many exception types
+        if record:  # the weights were read: not a reading error
+            raise
+        raise CheckpointReadError(
+            f"Cannot read checkpoint {path!r} ({type(e).__name__}: {e}); "
+            "is it a complete .pth / .pkl file?"
+        ) from e
+
+
+def load_model_weights(
+    model: nn.Module, path: str, *, match: str = "exact", cfg: Optional[CfgNode] = None
+) -> None:
     """
     Load the weights of checkpoint ``path`` into ``model`` (optimizer and other state in the
     file are ignored). With the default ``match="exact"`` the checkpoint must hold exactly the
     model's keys and shapes, as evaluation and inference need; ``match="init"`` is the rule for
-    ``MODEL.WEIGHTS`` at the start of a training (see the module doc).
+    ``MODEL.WEIGHTS`` at the start of a training (see the module doc). ``path`` may be a Hugging
+    Face ``save_pretrained`` directory; ``cfg`` (the model's config) lets a mismatch with one
+    name the differing config keys.
 
     Raises:
-        FileNotFoundError, CheckpointReadError, CheckpointMismatchError
+        FileNotFoundError, CheckpointReadError, HFConversionError, CheckpointMismatchError
     """
     if not path:
         raise ValueError("load_model_weights: no checkpoint path given (MODEL.WEIGHTS is empty)")
-    Mask2FormerCheckpointer(model).load(path, checkpointables=[], match=match)
+    Mask2FormerCheckpointer(model, cfg=cfg).load(path, checkpointables=[], match=match)
 
 
 def inspect_model_weights(model: nn.Module, path: str) -> KeyReport:

@@ -31,6 +31,7 @@ __all__ = [
     "hf_to_d2_state_dict",
     "d2_to_hf_state_dict",
     "hf_config_to_d2_overrides",
+    "config_differences",
     "d2_config_to_hf_config",
     "read_hf_config",
     "read_hf_weights",
@@ -223,12 +224,24 @@ def hf_config_to_d2_overrides(hf_config: Any, source: str = "config.json") -> Di
     return overrides
 
 
+def _cfg_value(cfg: Any, key: str) -> Any:
+    """``cfg.MODEL.SWIN.DEPTHS`` for ``key`` "MODEL.SWIN.DEPTHS", tuples as lists."""
+    return _plain(reduce(getattr, key.split("."), cfg))
+
+
+def config_differences(overrides: Mapping[str, Any], cfg: Any) -> List[str]:
+    """One line for each key of ``overrides`` (:attr:`HFCheckpointInfo.overrides`) whose value
+    in our config ``cfg`` differs."""
+    return [
+        f"{key} = {_cfg_value(cfg, key)!r} in the config, {want!r} in the Hugging Face checkpoint"
+        for key, want in overrides.items()
+        if _cfg_value(cfg, key) != want
+    ]
+
+
 def d2_config_to_hf_config(cfg: Any, class_names: Sequence[str]) -> Dict[str, Any]:
     """Our config -> the dict of an HF ``config.json`` (``Mask2FormerConfig.from_dict`` reads it)."""
-
-    def get(key: str) -> Any:
-        return _plain(reduce(getattr, key.split("."), cfg))
-
+    get = partial(_cfg_value, cfg)
     if get("MODEL.BACKBONE.NAME") != "D2SwinTransformer":
         raise HFConversionError(
             f"MODEL.BACKBONE.NAME = {get('MODEL.BACKBONE.NAME')!r}: Hugging Face's Mask2Former "
