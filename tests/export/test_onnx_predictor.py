@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -155,3 +156,16 @@ def test_unreadable_image_is_named_and_the_others_drawn(exported, tmp_path, caps
     assert status == 1
     assert err.strip() == f"error: {broken}: cannot read this file as an image"
     assert os.listdir(out) == ["at_size.png"]
+
+
+def test_no_thing_instance_gives_empty_instances():
+    """Every query's best classes are stuff: instance inference keeps none."""
+    postprocess = _load_script().load_postprocess_module("").postprocess
+    settings = SimpleNamespace(semantic_on=False, panoptic_on=False, instance_on=True, object_mask_threshold=0.8,
+                               overlap_threshold=0.8, test_topk_per_image=2,
+                               sem_seg_postprocess_before_inference=True)
+    mask_cls = np.array([[0.0, 9.0, 0.0], [0.0, 9.0, 0.0]])  # K = 2: class 0 thing, class 1 stuff
+    found = postprocess(mask_cls, np.ones((2, 4, 4)), (16, 16), (16, 16), (16, 16), settings,
+                        np.array([True, False]))["instances"]
+    assert found["scores"].shape == (0,) and found["pred_masks"].shape == (0, 16, 16)
+    assert found["pred_boxes"].shape == (0, 4)
