@@ -7,9 +7,9 @@ onnxruntime, NumPy and OpenCV only (neither torch nor detectron2), and draw its 
         [--task panoptic|instance|semantic] [--min-size 800] [--max-size 1333] [--save-outputs]
 
 DIR is the export folder (DIR/model.onnx, DIR/export_info.json). The post-processing is
-``postprocess_numpy.py``, loaded by path from DIR, from this script's folder or from
-mask2former/export/ in this repository, the first found: to deploy, ship this script,
-that one file and DIR; the ``mask2former`` package is not needed.
+``postprocess_numpy.py``, loaded by path from this script's folder or else from
+mask2former/export/ in this repository: to deploy, ship this script with that one file beside
+it, and DIR; the ``mask2former`` package is not needed.
 
 Each image is read with OpenCV, resized as detectron2's ``ResizeShortestEdge`` at test time
 (shortest edge to --min-size, longest edge at most --max-size; values in export_info.json
@@ -44,12 +44,12 @@ class PredictorError(RuntimeError):
     """Bad model folder, metadata or input, described in the message (shown without traceback)."""
 
 
-def load_postprocess_module(model_dir: str):
-    """``postprocess_numpy.py`` from the first of: ``model_dir``, this script's folder, the
-    repository's mask2former/export/, loaded as a single file (not through the package, whose
-    import needs torch)."""
-    candidates = [os.path.join(d, POSTPROCESS_FILE) for d in (model_dir, HERE)]
-    candidates.append(os.path.join(os.path.dirname(HERE), "mask2former", "export", POSTPROCESS_FILE))
+def load_postprocess_module():
+    """``postprocess_numpy.py`` from this script's folder or else the repository's
+    mask2former/export/, loaded as a single file (not through the package, whose import needs
+    torch). Never from the model folder: a model downloaded from elsewhere brings no code."""
+    candidates = [os.path.join(HERE, POSTPROCESS_FILE),
+                  os.path.join(os.path.dirname(HERE), "mask2former", "export", POSTPROCESS_FILE)]
     for path in candidates:
         if os.path.isfile(path):
             spec = importlib.util.spec_from_file_location("postprocess_numpy", path)
@@ -88,7 +88,7 @@ class OnnxPredictor:
         self.std = np.asarray(self.info["pixel_std"], np.float32).reshape(3, 1, 1)
         self.min_size = min_size or int(self.info.get("min_size_test", DEFAULT_MIN_SIZE))
         self.max_size = max_size or int(self.info.get("max_size_test", DEFAULT_MAX_SIZE))
-        self.postprocess = load_postprocess_module(model_dir).postprocess
+        self.postprocess = load_postprocess_module().postprocess
         if not os.path.isfile(self.model_path):
             raise PredictorError(f"{self.model_path}: no such file")
         options = onnxruntime.SessionOptions()

@@ -160,7 +160,7 @@ def test_unreadable_image_is_named_and_the_others_drawn(exported, tmp_path, caps
 
 def test_no_thing_instance_gives_empty_instances():
     """Every query's best classes are stuff: instance inference keeps none."""
-    postprocess = _load_script().load_postprocess_module("").postprocess
+    postprocess = _load_script().load_postprocess_module().postprocess
     settings = SimpleNamespace(semantic_on=False, panoptic_on=False, instance_on=True, object_mask_threshold=0.8,
                                overlap_threshold=0.8, test_topk_per_image=2,
                                sem_seg_postprocess_before_inference=True)
