@@ -118,8 +118,9 @@ def instance_inference(
         keep = is_thing[labels]
         order, labels, queries = order[keep], labels[keep], queries[keep]
     masks = logits[queries] > 0
-    inside = (sigmoid(logits[queries]) * masks).reshape(len(queries), -1).sum(1)
-    scores = probs[order] * inside / (masks.reshape(len(queries), -1).sum(1) + 1e-6)
+    # sums over the pixels by axes: reshape(N, -1) fails for N = 0 (no thing class kept)
+    inside = (sigmoid(logits[queries]) * masks).sum((1, 2))
+    scores = probs[order] * inside / (masks.sum((1, 2)) + 1e-6)
     best_first = np.argsort(-scores, kind="stable")
     return {
         "scores": scores[best_first].astype(np.float32),

@@ -1,0 +1,171 @@
+"""demo/onnx_predictor.py on a tiny exported panoptic model: in a process where importing torch
+or detectron2 fails it draws every image and its outputs are MaskFormer's on the same image
+(semantic argmax on >= 99.9 % of pixels, the same panoptic segments, instance scores within
+1e-3); a model folder that does not fit its metadata and an unreadable image are named."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectron2.data.transforms import ResizeShortestEdge
+from mask2former.export.exporter import export
+from mask2former.export.model import ExportableMaskFormer, deployment_info
+from model_utils import REPO
+from test_export import tiny_model
+
+CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
+SCRIPT = os.path.join(REPO, "demo", "onnx_predictor.py")
+MIN_SIZE, MAX_SIZE = 64, 128
+# (height, width): one at the test size, one the predictor resizes (to 64x90)
+IMAGE_SIZES = {"at_size": (64, 96), "resized": (50, 70)}
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("onnx_predictor", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, export folder, {name: image path})."""
+    root = tmp_path_factory.mktemp("onnx_predictor")
+    model = tiny_model(CONFIG)
+    sample = torch.randint(0, 256, (1, 3, 64, 96)).float()
+    model_dir = str(root / "model")
+    with torch.no_grad():
+        export(ExportableMaskFormer(model), (sample - model.pixel_mean) / model.pixel_std, "onnx", model_dir)
+    with open(os.path.join(model_dir, "export_info.json"), "w") as f:
+        json.dump(deployment_info(model, "BGR"), f)
+    rng = np.random.default_rng(2)  # a seed whose images give panoptic segments
+    images = {}
+    for name, (h, w) in IMAGE_SIZES.items():
+        images[name] = str(root / f"{name}.png")
+        # smooth images: a few large regions, as in a photo
+        coarse = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+        cv2.imwrite(images[name], cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR))
+    return model, model_dir, images
+
+
+def run_without_torch(args):
+    """The predictor's command line in a fresh process where ``import torch`` and
+    ``import detectron2`` fail."""
+    code = (
+        "import sys, runpy\n"
+        "sys.modules['torch'] = sys.modules['detectron2'] = None\n"
+        f"sys.argv = [{SCRIPT!r}] + {list(args)!r}\n"
+        f"runpy.run_path({SCRIPT!r}, run_name='__main__')\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_predictor_without_torch_gives_maskformers_outputs(exported, tmp_path):
+    model, model_dir, images = exported
+    out = str(tmp_path / "out")
+    result = run_without_torch(["--model", model_dir, "--input", *images.values(), "--output", out,
+                                "--min-size", str(MIN_SIZE), "--max-size", str(MAX_SIZE), "--save-outputs"])
+    assert result.returncode == 0, result.stderr
+    for name, path in images.items():
+        image = cv2.imread(path)
+        drawing = cv2.imread(os.path.join(out, name + ".png"))
+        assert drawing.shape == image.shape and not np.array_equal(drawing, image)
+        got = np.load(os.path.join(out, name + ".npz"))
+        # the model on the image as the predictor resizes it, outputs at the original size
+        h, w = _load_script().resized_shape(*image.shape[:2], MIN_SIZE, MAX_SIZE)
+        network_input = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+        with torch.no_grad():
+            expected = model([{"image": network_input.permute(2, 0, 1).float(),
+                               "height": image.shape[0], "width": image.shape[1]}])[0]
+        assert got["sem_seg"].shape == tuple(expected["sem_seg"].shape)
+        assert got["sem_seg"].shape[1:] == image.shape[:2]
+        agree = (got["sem_seg"].argmax(0) == expected["sem_seg"].argmax(0).numpy()).mean()
+        assert agree >= 0.999, (name, agree)
+        e_ids, e_segments = expected["panoptic_seg"]
+        assert len(e_segments) > 0
+        assert json.loads(str(got["segments_info"])) == e_segments
+        assert (got["panoptic_seg"] == e_ids.numpy()).mean() >= 0.999
+        instances = expected["instances"]
+        order = torch.argsort(instances.scores, descending=True)
+        np.testing.assert_array_equal(got["instances_pred_classes"], instances.pred_classes[order].numpy())
+        np.testing.assert_allclose(got["instances_scores"], instances.scores[order].numpy(), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(50, 70), (70, 50), (64, 96), (480, 640), (100, 1000)])
+def test_resized_shape_is_detectron2s(size):
+    expected = ResizeShortestEdge.get_output_shape(*size, MIN_SIZE, MAX_SIZE)
+    assert _load_script().resized_shape(*size, MIN_SIZE, MAX_SIZE) == expected
+
+
+def _copy(model_dir, tmp_path):
+    copy = str(tmp_path / "model")
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def _edit_info(model_dir, edit):
+    path = os.path.join(model_dir, "export_info.json")
+    with open(path) as f:
+        info = json.load(f)
+    edit(info)
+    with open(path, "w") as f:
+        json.dump(info, f)
+
+
+@pytest.mark.parametrize(
+    "break_folder, named",
+    [
+        (lambda d: _edit_info(d, lambda info: info["is_thing"].append(False)),
+         ["model.onnx does not fit export_info.json", "5 classes", "is_thing has 6"]),
+        (lambda d: _edit_info(d, lambda info: info.update(class_names=["a", "b"])),
+         ["model.onnx does not fit export_info.json", "class_names has 2"]),
+        (lambda d: _edit_info(d, lambda info: info.pop("pixel_std")),
+         ["export_info.json: missing key(s) pixel_std"]),
+        (lambda d: open(os.path.join(d, "model.onnx"), "wb").write(b"not a graph"),
+         ["model.onnx: not a loadable ONNX model"]),
+    ],
+)
+def test_model_folder_not_fitting_its_metadata_is_named(exported, tmp_path, capsys, break_folder, named):
+    _, model_dir, images = exported
+    broken = _copy(model_dir, tmp_path)
+    break_folder(broken)
+    status = _load_script().main(["--model", broken, "--input", images["at_size"], "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for text in named:
+        assert text in err, err
+
+
+def test_unreadable_image_is_named_and_the_others_drawn(exported, tmp_path, capsys):
+    _, model_dir, images = exported
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    out = tmp_path / "out"
+    status = _load_script().main(["--model", model_dir, "--input", str(broken), images["at_size"],
+                                  "--output", str(out), "--min-size", str(MIN_SIZE)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.strip() == f"error: {broken}: cannot read this file as an image"
+    assert os.listdir(out) == ["at_size.png"]
+
+
+def test_no_thing_instance_gives_empty_instances():
+    """Every query's best classes are stuff: instance inference keeps none."""
+    postprocess = _load_script().load_postprocess_module().postprocess
+    settings = SimpleNamespace(semantic_on=False, panoptic_on=False, instance_on=True, object_mask_threshold=0.8,
+                               overlap_threshold=0.8, test_topk_per_image=2,
+                               sem_seg_postprocess_before_inference=True)
+    mask_cls = np.array([[0.0, 9.0, 0.0], [0.0, 9.0, 0.0]])  # K = 2: class 0 thing, class 1 stuff
+    found = postprocess(mask_cls, np.ones((2, 4, 4)), (16, 16), (16, 16), (16, 16), settings,
+                        np.array([True, False]))["instances"]
+    assert found["scores"].shape == (0,) and found["pred_masks"].shape == (0, 16, 16)
+    assert found["pred_boxes"].shape == (0, 4)
