@@ -233,44 +233,14 @@ class YTVISDatasetMapper:
         return video
 
 
-class CocoClipDatasetMapper:
+class CocoClipDatasetMapper(YTVISDatasetMapper):
     """
     Turns a COCO instance image dict (detectron2's ``load_coco_json``) into a pseudo-clip of
     ``sampling_frame_num`` frames: the same image, augmented independently for every frame
     (its own resize, crop, flip), with the same objects (track id = index among the image's
-    non-crowd annotations). Frames of one pseudo-clip may differ in size.
+    non-crowd annotations). Frames of one pseudo-clip may differ in size. Takes the arguments
+    of :class:`YTVISDatasetMapper` (the frame range and shuffle are unused).
     """
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        use_instance_mask: bool = True,
-        sampling_frame_num: int = 2,
-        num_classes: Optional[int] = None,
-    ):
-        if sampling_frame_num < 1:
-            raise ValueError(f"sampling_frame_num must be >= 1, got {sampling_frame_num}")
-        self.is_train = is_train
-        self.augmentations = list(augmentations)
-        self.image_format = image_format
-        self.use_instance_mask = use_instance_mask
-        self.sampling_frame_num = sampling_frame_num
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
-        return {
-            "is_train": is_train,
-            "augmentations": build_augmentation(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-            "use_instance_mask": cfg.MODEL.MASK_ON,
-            "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         record = copy.deepcopy(dataset_dict)
