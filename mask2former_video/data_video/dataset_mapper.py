@@ -145,7 +145,7 @@ class YTVISDatasetMapper:
         is_train: bool = True,
         *,
         augmentations: List[T.Augmentation],
-        image_format: str,
+        image_format: str,  # "RGB" or "BGR" (INPUT.FORMAT)
         use_instance_mask: bool = True,
         sampling_frame_num: int = 2,
         sampling_frame_range: int = 5,
