@@ -122,8 +122,8 @@ def segment_rows(
         rows = []
         for info in sorted(segments_info, key=lambda s: s["id"]):
             classes = metadata.thing_classes if info["isthing"] else metadata.stuff_classes
-            pixels = area.get(info["id"], 0)
-            rows.append((classes[info["category_id"]], "", _fraction_text(pixels, panoptic_seg.numel())))
+            pixels = _fraction_text(area.get(info["id"], 0), panoptic_seg.numel())
+            rows.append((classes[info["category_id"]], "", pixels))
         return rows
     if task == "instance":
         instances = predictions["instances"].to("cpu")
@@ -158,7 +158,10 @@ def rows_html(rows: List[SegmentRow]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
     )
     caption = f"Segments: {len(rows)}" if rows else "Segments: none"
-    return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 # ----------------------------------------------------------------------------- files
@@ -277,7 +280,9 @@ def build_page(web: WebDemo, examples: List[str], title: str):
         gr.Markdown(f"## Mask2Former\n{title}")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Image", type="filepath", sources=["upload"], elem_id="image")
+                image = gr.Image(
+                    label="Image", type="filepath", sources=["upload"], elem_id="image"
+                )
                 task = gr.Radio(list(web.tasks), value=web.demo.task, label="Task", elem_id="task")
                 threshold = gr.Slider(
                     0.0, 1.0, value=web.demo.confidence_threshold, step=0.05,
@@ -288,7 +293,9 @@ def build_page(web: WebDemo, examples: List[str], title: str):
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
             with gr.Column():
-                drawing = gr.Image(label="Drawing", interactive=False, format="png", elem_id="drawing")
+                drawing = gr.Image(
+                    label="Drawing", interactive=False, format="png", elem_id="drawing"
+                )
                 table = gr.HTML(rows_html([]), label="Segments", elem_id="segments")
                 files = gr.File(
                     label="Predictions (zip, or each file: demo.py --save-predictions formats)",

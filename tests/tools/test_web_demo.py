@@ -8,12 +8,14 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
 
@@ -25,7 +27,8 @@ import torch
 from detectron2.structures import Instances
 
 from model_utils import REPO
-from test_demo import PANOPTIC_CONFIG, TINY_OPTS, _blank, _cfg, checkpoint  # noqa: F401
+# the tiny random-weight model of the demo's tests, and its helpers
+from test_demo import PANOPTIC_CONFIG, TINY_OPTS, _blank, _cfg, checkpoint, demo_cli  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
@@ -41,13 +44,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def app():
     from demo import app as module
-
-    return module
-
-
-@pytest.fixture(scope="module")
-def demo_cli():
-    from demo import demo as module
 
     return module
 
@@ -78,7 +74,8 @@ def test_segment_rows_of_hand_made_predictions(app):
     instances.pred_classes = torch.tensor([1, 0, 0])
     rows = [("box", "0.900", "20.00"), ("disk", "0.500", "100.00"), ("disk", "0.250", "5.00")]
     for threshold, shown in ((0.2, 3), (0.3, 2), (0.5, 1), (0.9, 0)):  # scores above it, as drawn
-        assert app.segment_rows({"instances": instances}, "instance", metadata, threshold) == rows[:shown]
+        shown_rows = app.segment_rows({"instances": instances}, "instance", metadata, threshold)
+        assert shown_rows == rows[:shown]
 
     scores = torch.zeros(3, 4, 5)
     scores[2] = 0.6
@@ -86,7 +83,9 @@ def test_segment_rows_of_hand_made_predictions(app):
     scores[1, 0, 1:] = torch.tensor([0.7, 0.9, 0.7, 0.9])  # 4 px of box, mean 0.8
     scores[1, 1, 1] = 0.7  # 1 more px of box: 5 px, mean 0.78
     rows = app.segment_rows({"sem_seg": scores}, "semantic", metadata)
-    assert rows == [("sky", "0.600", "55.00"), ("box", "0.780", "25.00"), ("disk", "0.800", "20.00")]
+    assert rows == [
+        ("sky", "0.600", "55.00"), ("box", "0.780", "25.00"), ("disk", "0.800", "20.00")
+    ]
 
 
 def test_rows_html_escapes_class_names(app):
@@ -105,7 +104,7 @@ def test_segment_rows_unknown_task(app):
 
 # ----------------------------------------------------------------------------- app logic
 @pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
-def test_run_gives_the_demos_drawing_and_rows_of_its_predictions(web, app, checkpoint, task):  # noqa: F811
+def test_run_gives_the_demos_drawing_and_rows(web, app, checkpoint, task):  # noqa: F811
     from predictor import VisualizationDemo
 
     demo = VisualizationDemo(_cfg("MODEL.WEIGHTS", checkpoint), task=task, confidence_threshold=0.0)
@@ -118,7 +117,8 @@ def test_run_gives_the_demos_drawing_and_rows_of_its_predictions(web, app, check
     if task == "panoptic":
         assert len(rows) == len(predictions["panoptic_seg"][1]) > 0
     elif task == "instance":
-        assert [r[1] for r in rows] == [f"{s:.3f}" for s in predictions["instances"].scores.tolist()]
+        scores = predictions["instances"].scores.tolist()
+        assert [r[1] for r in rows] == [f"{s:.3f}" for s in scores]
         assert len(rows) == 3  # TEST.DETECTIONS_PER_IMAGE, all above 0
     else:
         assert sum(float(r[2]) for r in rows) == pytest.approx(100.0, abs=0.05)
@@ -137,7 +137,7 @@ def test_threshold_and_task_checks(web):
 
 def test_files_are_the_save_predictions_formats(web, demo_cli, checkpoint, tmp_path):  # noqa: F811
     image = tmp_path / "scene.png"
-    image.write_bytes(open(EXAMPLE, "rb").read())  # another name, same pixels
+    shutil.copyfile(EXAMPLE, image)  # another name, same pixels
     _, _, files = web.run(str(image), "scene.png", "panoptic", 0.5)
     names = [os.path.basename(f) for f in files]
     assert names == ["scene_predictions.zip", "instances.json", "panoptic.json",
@@ -152,7 +152,7 @@ def test_files_are_the_save_predictions_formats(web, demo_cli, checkpoint, tmp_p
                                "sem_seg/scene.png"]
         for name in saved_files:  # byte for byte what demo.py --save-predictions writes
             assert archive.read(name) == (saved / name).read_bytes(), name
-    assert json.load(open(files[1])) == json.load(open(saved / "instances.json"))
+    assert Path(files[1]).read_bytes() == (saved / "instances.json").read_bytes()
 
 
 def test_undecodable_upload_is_one_message(app, tmp_path):
@@ -192,18 +192,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tail(log_path) -> str:
+    with open(log_path) as f:
+        return f.read()[-3000:]
+
+
 def _wait_until_serving(url: str, server: subprocess.Popen, log_path, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"the app exited with {server.returncode}:\n{open(log_path).read()[-3000:]}")
+            pytest.fail(f"the app exited with {server.returncode}:\n{_tail(log_path)}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"the app did not serve {url} within {timeout:.0f} s:\n{open(log_path).read()[-3000:]}")
+    pytest.fail(f"the app did not serve {url} within {timeout:.0f} s:\n{_tail(log_path)}")
 
 
 @pytest.fixture
@@ -278,7 +283,8 @@ def test_page_in_chromium(served_app, web, tmp_path):
             # an undecodable file: one message on the page, and the server keeps serving
             _upload(page, str(broken))
             page.locator("#submit").click()
-            toast = page.locator(".toast-body").filter(has_text="Cannot read 'broken.png' as an image")
+            message = "Cannot read 'broken.png' as an image"
+            toast = page.locator(".toast-body").filter(has_text=message)
             toast.first.wait_for(state="visible")
             assert "not an image format" in toast.first.inner_text()
             assert server.poll() is None
@@ -310,7 +316,7 @@ def test_page_in_chromium(served_app, web, tmp_path):
             threshold.press("Enter")
             page.locator("#submit").click()
             rows = _wait_for_rows(page, expected["instance"][1])
-            assert rows == expected["instance"][1], open(log_path).read()[-2000:]
+            assert rows == expected["instance"][1], _tail(log_path)
 
             os.makedirs(ARTIFACTS, exist_ok=True)
             screenshot = os.path.join(ARTIFACTS, "web_demo.png")
@@ -318,9 +324,10 @@ def test_page_in_chromium(served_app, web, tmp_path):
             print(f"screenshot of the web demo: {screenshot}")
         finally:
             browser.close()
-    hosts = {urlparse(u).hostname for u in requested if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    web_schemes = ("http", "https", "ws", "wss")
+    hosts = {urlparse(u).hostname for u in requested if urlparse(u).scheme in web_schemes}
     assert hosts == {"127.0.0.1"}, sorted(u for u in requested if "127.0.0.1" not in u)
-    assert server.poll() is None, open(log_path).read()[-3000:]
+    assert server.poll() is None, _tail(log_path)
 
 
 def test_make_targets(tmp_path):
