@@ -45,6 +45,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from mask2former.config import build_config  # noqa: E402
 from mask2former.evaluation.prediction_writers import PredictionWriter  # noqa: E402
+from mask2former.hf_conversion import HFConversionError  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
 
@@ -212,7 +213,10 @@ class WebDemo:
         """
         self.cfg = cfg
         self.tasks = enabled_tasks(cfg)
-        self.demo = VisualizationDemo(cfg, task=choose_task(cfg))
+        try:
+            self.demo = VisualizationDemo(cfg, task=choose_task(cfg))
+        except HFConversionError as e:  # MODEL.WEIGHTS names a directory that is no HF Mask2Former
+            raise DemoError(f"MODEL.WEIGHTS: {e}") from None
         self.work_dir = work_dir
         self._requests = 0
 

@@ -28,7 +28,9 @@ from detectron2.structures import Instances
 
 from model_utils import REPO
 # the tiny random-weight model of the demo's tests, and its helpers
-from test_demo import PANOPTIC_CONFIG, TINY_OPTS, _blank, _cfg, checkpoint, demo_cli  # noqa: F401
+from test_demo import (  # noqa: F401
+    PANOPTIC_CONFIG, TINY_OPTS, _blank, _cfg, bad_hf_directories, checkpoint, demo_cli
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
@@ -183,6 +185,20 @@ def test_command_line(app, monkeypatch, tmp_path, capsys):
     missing = str(tmp_path / "none")
     assert app.main(["--config-file", PANOPTIC_CONFIG, "--examples", missing]) == 2
     assert capsys.readouterr().err == f"app.py: error: --examples {missing!r} is not a folder\n"
+
+
+def test_bad_weights_stop_before_the_server(app, checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+    def fail(*args, **kwargs):
+        raise AssertionError("the page was built")
+
+    monkeypatch.setattr(app, "build_page", fail)
+    argv = ["--config-file", PANOPTIC_CONFIG, *TINY_OPTS, "MODEL.WEIGHTS"]
+    for directory, says in bad_hf_directories(tmp_path):
+        assert app.main(argv + [str(directory)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"app.py: error: MODEL.WEIGHTS: {directory}") and says in err
+    assert app.main(argv + [str(tmp_path / "none.pth")]) == 2
+    assert "none.pth' does not exist" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- browser
