@@ -187,7 +187,7 @@ def test_command_line(app, monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == f"app.py: error: --examples {missing!r} is not a folder\n"
 
 
-def test_bad_weights_stop_before_the_server(app, checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_bad_weights_stop_before_serving(app, checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
     def fail(*args, **kwargs):
         raise AssertionError("the page was built")
 
