@@ -326,14 +326,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             title = f"`{args.config_file}`, weights `{cfg.MODEL.WEIGHTS or 'random'}`"
             page = build_page(web, examples, title)
             logger.info(f"Serving on http://{HOST}:{args.port}")
-            page.launch(
-                server_name=HOST,
-                server_port=args.port,
-                share=False,
-                show_error=True,
-                ssr_mode=False,
-                allowed_paths=[os.path.abspath(args.examples)],
-            )
+            try:
+                page.launch(
+                    server_name=HOST,
+                    server_port=args.port,
+                    share=False,
+                    show_error=True,
+                    ssr_mode=False,
+                    allowed_paths=[os.path.abspath(args.examples)],
+                )
+            except OSError as e:  # the port is taken
+                where = f"{HOST}:{args.port} (--port / $PORT)"
+                raise DemoError(f"Cannot serve on {where}: {e}") from None
     except (DemoError, ConfigError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

@@ -187,7 +187,7 @@ def test_command_line(app, monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == f"app.py: error: --examples {missing!r} is not a folder\n"
 
 
-def test_bad_weights_stop_before_serving(app, checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_bad_weights_stop_before_serving(app, checkpoint, tmp_path, capsys, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the page was built")
 
@@ -199,6 +199,18 @@ def test_bad_weights_stop_before_serving(app, checkpoint, tmp_path, capsys, monk
         assert err.startswith(f"app.py: error: MODEL.WEIGHTS: {directory}") and says in err
     assert app.main(argv + [str(tmp_path / "none.pth")]) == 2
     assert "none.pth' does not exist" in capsys.readouterr().err
+
+
+def test_port_in_use_is_one_message(app, checkpoint, capsys):  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--config-file", PANOPTIC_CONFIG, "--port", str(port), *TINY_OPTS,
+                "MODEL.WEIGHTS", checkpoint]
+        assert app.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"app.py: error: Cannot serve on 127.0.0.1:{port} (--port / $PORT)")
 
 
 # ----------------------------------------------------------------------------- browser
