@@ -295,7 +295,10 @@ def build_page(web: WebDemo, examples: List[str], title: str):
                 )
                 submit = gr.Button("Segment", variant="primary", elem_id="submit")
                 if examples:
-                    gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
+                    gr.Examples(
+                        examples=[[p] for p in examples], inputs=[image], label="Examples",
+                        elem_id="examples",
+                    )
             with gr.Column():
                 drawing = gr.Image(
                     label="Drawing", interactive=False, format="png", elem_id="drawing"

@@ -35,6 +35,7 @@ from test_demo import (  # noqa: F401
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
 EXAMPLE = os.path.join(REPO, "demo", "examples", "synthetic_2.jpg")
+OTHER_EXAMPLE = os.path.join(REPO, "demo", "examples", "synthetic_3.jpg")
 ARTIFACTS = os.path.join(REPO, "output", "test_artifacts")
 # the rendered table: one list of cell texts per row
 ROWS_JS = """() => Array.from(document.querySelectorAll('#segments tbody tr')).map(
@@ -274,10 +275,14 @@ def _wait_for_rows(page, expected, timeout: float = 60.0):
     return rows
 
 
+def _wait_for_preview(page, name: str):
+    # uploads are asynchronous: submit once the input's preview shows the file
+    page.locator(f'#image img[src$="/{name}"]').wait_for(state="attached", timeout=30_000)
+
+
 def _upload(page, path):
     page.locator("#image input[type=file]").set_input_files(path)
-    # uploads are asynchronous: submit once the preview shows the uploaded file
-    page.locator("#image img").first.wait_for(state="attached", timeout=30_000)
+    _wait_for_preview(page, os.path.basename(path))
 
 
 @pytest.mark.skipif(
@@ -291,8 +296,10 @@ def test_page_in_chromium(served_app, web, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
     expected = {  # computed here, with the same weights, by the function the app calls
-        task: web.run(EXAMPLE, "synthetic_2.jpg", task, threshold)
-        for task, threshold in (("panoptic", 0.5), ("instance", 0.0))
+        task: web.run(image, os.path.basename(image), task, threshold)
+        for task, image, threshold in (
+            ("panoptic", EXAMPLE, 0.5), ("instance", EXAMPLE, 0.0), ("semantic", OTHER_EXAMPLE, 0.0)
+        )
     }
     assert expected["panoptic"][1] and len(expected["instance"][1]) == 3
     requested = []
@@ -345,6 +352,16 @@ def test_page_in_chromium(served_app, web, tmp_path):
             page.locator("#submit").click()
             rows = _wait_for_rows(page, expected["instance"][1])
             assert rows == expected["instance"][1], _tail(log_path)
+
+            # an example of the examples folder, picked on the page
+            page.locator('#examples button:has(img[src$="/synthetic_3.jpg"])').click()
+            _wait_for_preview(page, "synthetic_3.jpg")
+            page.locator("#task").get_by_label("semantic").check()
+            page.locator("#submit").click()
+            rows = _wait_for_rows(page, expected["semantic"][1])
+            assert rows == expected["semantic"][1], _tail(log_path)
+            page.locator('#files a[href$="/synthetic_3_predictions.zip"]').wait_for()
+            page.wait_for_timeout(500)  # the outputs fade back in after an update
 
             os.makedirs(ARTIFACTS, exist_ok=True)
             screenshot = os.path.join(ARTIFACTS, "web_demo.png")
