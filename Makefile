@@ -9,7 +9,8 @@ PIP := $(PY) -m pip
 SYS_PYTHON ?= $(shell PYENV_VERSION=3.10.13 command -v python3.10 2>/dev/null || echo python3.10)
 EXT_SOURCES := $(shell find mask2former/modeling/pixel_decoder/ops/src -type f 2>/dev/null)
 
-.PHONY: setup test test-fast quickstart benchmark benchmark-inference benchmark-training clean-ext
+.PHONY: setup test test-fast quickstart benchmark benchmark-inference benchmark-training clean-ext \
+	browser web-demo
 
 setup: $(VENV)/.built
 
@@ -23,8 +24,23 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(EXT_SOURCES)
 	$(PY) -c "import mask2former._C" && echo "mask2former._C extension built"
 	touch $@
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
+
+# the browser tests' Chromium: Debian's package, installed when missing and running as root;
+# elsewhere nothing is done and those tests skip, saying why
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	fi
+
+# the web demo on http://127.0.0.1:$(PORT) (demo/app.py); WEB_CONFIG and WEIGHTS name the model
+PORT ?= 7860
+WEB_CONFIG ?= configs/synthetic/panoptic.yaml
+WEIGHTS ?= output/quickstart_panoptic/model_final.pth
+web-demo: setup
+	$(PY) demo/app.py --config-file $(WEB_CONFIG) --port $(PORT) MODEL.WEIGHTS $(WEIGHTS)
 
 quickstart: setup
 	bash tools/quickstart.sh

@@ -49,6 +49,8 @@ SIZES = [(512, 768), (800, 1333)]
 STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
 # parts of the post-processing stage, timed by wrapping a function: name -> (module, function)
 PARTS = {"boxes": ("mask2former.modeling.postprocessing", "mask_boxes")}
+# the most of a batch's time the instance boxes may take (issue 15)
+BOXES_BUDGET = 0.02
 
 
 def case_list(which: str) -> List[Dict]:
@@ -227,6 +229,16 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
     return "\n".join(lines)
 
 
+def boxes_budget_line(rows: List[Dict]) -> str:
+    """The largest share of a batch's time the instance boxes took, against BOXES_BUDGET."""
+    shares = [r["this"]["boxes_share"] for r in rows if r["this"].get("boxes_share") is not None]
+    if not shares:
+        return "instance boxes: not timed (no instance output)"
+    verdict = "within" if max(shares) < BOXES_BUDGET else "OVER"
+    return (f"instance boxes: at most {max(shares) * 100:.2f} % of a batch's time, {verdict} the "
+            f"{BOXES_BUDGET * 100:g} % budget")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", choices=["quick", "default", "full"], default="default")
@@ -274,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     table = format_table(rows, list(baselines))
     print("\n" + table)
+    budget = boxes_budget_line(rows)
+    print(budget)
     cmd = "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
     import torch
 
@@ -301,6 +315,7 @@ def main(argv: Optional[List[str]] = None) -> None:
            if args.distinct_instances else ""),
         *(f"- baseline `{n}`: the checkout at `{p}`" for n, p in baselines.items()),
         *(f"- {note}" for note in args.note),
+        f"- {budget}",
         "",
         table,
     ])

@@ -50,6 +50,7 @@ from detectron2.utils.logger import setup_logger
 
 from mask2former.config import build_config
 from mask2former.evaluation.prediction_writers import PredictionWriter, dataset_image_ids
+from mask2former.hf_conversion import HFConversionError
 from mask2former.utils.config_merge import ConfigError
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
@@ -393,12 +394,15 @@ def run_on_video(
 
 
 def _demo(cfg, args) -> VisualizationDemo:
-    return VisualizationDemo(
-        cfg,
-        task=args.task,
-        parallel=args.parallel,
-        confidence_threshold=args.confidence_threshold,
-    )
+    try:
+        return VisualizationDemo(
+            cfg,
+            task=args.task,
+            parallel=args.parallel,
+            confidence_threshold=args.confidence_threshold,
+        )
+    except HFConversionError as e:  # MODEL.WEIGHTS names a directory that is no HF Mask2Former
+        raise DemoError(f"MODEL.WEIGHTS: {e}") from None
 
 
 def _image_ids(cfg, inputs: List[str], stems: List[str]) -> list:

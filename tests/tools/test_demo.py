@@ -432,6 +432,29 @@ def test_missing_checkpoint_is_an_error(demo_cli, checkpoint, image_dir, tmp_pat
     assert "none.pth' does not exist" in capsys.readouterr().err
 
 
+def bad_hf_directories(root):
+    """(directory, what the error says) for Hugging Face directories that cannot be loaded."""
+    other, no_weights = root / "swin_classifier", root / "no_weights"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "swin", "architectures": ["SwinModel"]}')
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(
+        '{"model_type": "mask2former", "architectures": ["Mask2FormerForUniversalSegmentation"]}'
+    )
+    return [(other, "model_type 'swin'"), (no_weights, "no weights (model.safetensors")]
+
+
+def test_unusable_hf_directory_is_one_message(demo_cli, checkpoint, image_dir, tmp_path, capsys):
+    for directory, says in bad_hf_directories(tmp_path):
+        rc = demo_cli.main(
+            _argv(checkpoint, "--input", str(image_dir), "--output", str(tmp_path / "out"),
+                  opts=("MODEL.WEIGHTS", str(directory)))
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith(f"demo.py: error: MODEL.WEIGHTS: {directory}")
+        assert says in err and err.count("\n") == 1
+
+
 def test_script_in_a_subprocess(checkpoint, image_dir, tmp_path):
     """As a user runs it: a fresh process, no display, default task (panoptic)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
