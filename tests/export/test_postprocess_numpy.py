@@ -36,13 +36,14 @@ def test_bilinear_matrix_resizes_as_interpolate(size):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed, rows_per_block", [(0, None), (1, 7)])
 @pytest.mark.parametrize(
     "on, before",
     [((True, True, True), True), ((True, False, False), False), ((False, True, False), True),
      ((False, False, True), True)],
 )
-def test_numpy_postprocessing_equals_maskformers(seed, on, before):
+def test_numpy_postprocessing_equals_maskformers(seed, rows_per_block, on, before):
+    """In one block of rows (the default at this size) and in blocks of 7 rows."""
     settings = InferenceSettings(*on, 0.5, 0.3, 10, before)
     mask_cls, mask_pred = random_logits(seed)
     padded, image, output = (100, 140), (97, 131), (150, 200)
@@ -51,7 +52,7 @@ def test_numpy_postprocessing_equals_maskformers(seed, on, before):
         mask_cls, mask_pred, padded, image, output, is_thing
     )
     got = postprocess(mask_cls.numpy(), mask_pred.numpy(), padded, image, output, settings,
-                      IS_THING if settings.panoptic_on else None)
+                      IS_THING if settings.panoptic_on else None, rows_per_block)
     assert sorted(got) == sorted(expected)
     if settings.semantic_on:
         assert got["sem_seg"].shape == tuple(expected["sem_seg"].shape)
