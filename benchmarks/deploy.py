@@ -4,34 +4,42 @@ the same process, on the same images, with the same number of threads.
 
 The COCO panoptic R50 config (semantic + panoptic + instance outputs) is built with random
 weights (seed 0, as benchmarks/inference.py: few queries pass the panoptic threshold, the
-instance output keeps its top thing-class pairs), exported to ONNX in a temporary folder, and both are timed
-on random uint8 images of each size (already at the test size: no resize; outputs at the same
-size). Each figure is the median of ``--repeats`` images after one warm-up. The outputs of the
-two are compared (semantic argmax, panoptic segments and ids, instance classes and scores).
+instance output keeps its top thing-class pairs; with ``--confident-classes`` the class logits
+are scaled so that panoptic segments and instances are kept, as with trained weights), exported
+to ONNX in a temporary folder, and both are timed on random uint8 images of each size (already
+at the test size: no resize; outputs at the same size). Each figure is the median of
+``--repeats`` images after one warm-up. The outputs of the two are compared (semantic argmax,
+panoptic segments and ids, instance classes and scores).
 
-    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--no-write]
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--confident-classes] [--no-write]
 
-Results go to the ``deploy`` section of benchmarks/RESULTS.md (unless ``--no-write``).
+Results go to the ``deploy`` (``deploy_confident``) section of benchmarks/RESULTS.md (unless
+``--no-write``).
 """
 import argparse
 import datetime
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import tempfile
-from typing import Dict, List
+import time
+from typing import Callable, Dict, List
 
 import numpy as np
 import onnxruntime
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, checkout_config, cpu_model, load_average, median_time, write_section  # noqa: E402
+from benchmarks.common import REPO, checkout_config, cpu_model, load_average, write_section  # noqa: E402
 
 CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SIZES = [(512, 768), (800, 1333)]
 PREDICTOR = os.path.join(REPO, "demo", "onnx_predictor.py")
+# --confident-classes: class logits scaled as in tests/export/, so that panoptic and instance
+# inference keep queries, as with trained weights
+CONFIDENT_CLASS_SCALE = 20.0
 
 
 def load_predictor_module():
@@ -41,14 +49,13 @@ def load_predictor_module():
     return module
 
 
-def export_model(model, model_dir: str, input_format: str) -> None:
-    from mask2former.export.exporter import export
-    from mask2former.export.model import ExportableMaskFormer, deployment_info
+def export_model(model, cfg, model_dir: str) -> None:
+    from mask2former.export.exporter import export, write_deployment_info
+    from mask2former.export.model import ExportableMaskFormer
 
     sample = torch.randint(0, 256, (1, 3, *SIZES[0])).float()
     export(ExportableMaskFormer(model), (sample - model.pixel_mean) / model.pixel_std, "onnx", model_dir)
-    with open(os.path.join(model_dir, "export_info.json"), "w") as f:
-        json.dump(deployment_info(model, input_format), f)
+    write_deployment_info(model, cfg, model_dir)
 
 
 def compare(expected: Dict, got: Dict) -> str:
@@ -66,24 +73,42 @@ def compare(expected: Dict, got: Dict) -> str:
             f"classes {'same' if classes else 'DIFFERENT'}, scores within {score_diff:.1e}")
 
 
-def run(repeats: int, threads: int) -> List[Dict]:
+def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List[float]:
+    """Median milliseconds of ``repeats`` calls of each of ``fns`` after one warm-up call each,
+    the functions taking turns: on a shared machine, a busy spell slows all of them alike."""
+    times: List[List[float]] = [[] for _ in fns]
+    for repeat in range(repeats + 1):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            if repeat:  # the first round is the warm-up
+                fn_times.append(1000 * (time.perf_counter() - start))
+    return [statistics.median(t) for t in times]
+
+
+def run(repeats: int, threads: int, confident_classes: bool = False) -> List[Dict]:
     from detectron2.modeling import build_model
 
     cfg = checkout_config({"repo": REPO, "threads": threads, "device": "cpu", "malloc": "keep"}, CONFIG)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
+    if confident_classes:
+        with torch.no_grad():
+            model.sem_seg_head.predictor.class_embed.weight.mul_(CONFIDENT_CLASS_SCALE)
     predictor_module = load_predictor_module()
     rows = []
     with tempfile.TemporaryDirectory() as model_dir, torch.no_grad():
-        export_model(model, model_dir, cfg.INPUT.FORMAT)
+        export_model(model, cfg, model_dir)
         for height, width in SIZES:
             predictor = predictor_module.OnnxPredictor(model_dir, min(height, width), max(height, width), threads)
-            image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-            inputs = [{"image": torch.from_numpy(image).permute(2, 0, 1).float(), "height": height, "width": width}]
-            torch_ms = 1000 * median_time(lambda: model(inputs), repeats, "cpu")
-            onnx_ms = 1000 * median_time(lambda: predictor(image), repeats, "cpu")
+            image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)  # BGR
+            # in the model's channel order, as detectron2's DefaultPredictor gives it
+            model_image = np.ascontiguousarray(image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image)
+            inputs = [{"image": torch.from_numpy(model_image).permute(2, 0, 1).float(),
+                       "height": height, "width": width}]
             feed = {predictor.session.get_inputs()[0].name: predictor.preprocess(image)}
-            network_ms = 1000 * median_time(lambda: predictor.session.run(None, feed), repeats, "cpu")
+            torch_ms, onnx_ms, network_ms = alternating_median_ms(
+                [lambda: model(inputs), lambda: predictor(image), lambda: predictor.session.run(None, feed)], repeats)
             rows.append({"size": f"{height}x{width}", "torch_ms": torch_ms, "onnx_ms": onnx_ms, "network_ms": network_ms,
                          "outputs": compare(model(inputs)[0], predictor(image))})
             print(rows[-1], flush=True)
@@ -94,24 +119,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--confident-classes", action="store_true",
+                        help=f"class logits x{CONFIDENT_CLASS_SCALE:g}: panoptic segments and instances are kept")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = run(args.repeats, args.threads)
+    rows = run(args.repeats, args.threads, args.confident_classes)
     command = "python benchmarks/deploy.py " + " ".join(sys.argv[1:])
+    weights = f"seed 0, class logits x{CONFIDENT_CLASS_SCALE:g}" if args.confident_classes else "seed 0"
     lines = [
         "## Deployment: onnxruntime + NumPy against PyTorch (CPU)",
         "",
         f"- date: {datetime.date.today()}; command: `{command.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads for both (torch.set_num_threads, onnxruntime "
         f"intra_op_num_threads); torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-        "opset 17, CPUExecutionProvider, default graph optimisations",
-        f"- `{CONFIG}`, random weights (seed 0), semantic + panoptic + instance "
-        "outputs; one random uint8 image per size, at the test size (no resize)",
+        "opset 17, CPUExecutionProvider, all graph optimisations, sequential execution; NumPy's "
+        "OpenBLAS on at most 2 threads (its build's maximum)",
+        f"- `{CONFIG}`, random weights ({weights}), semantic + panoptic + instance outputs; one random "
+        "uint8 image per size, at the test size (no resize)",
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
         "onnxruntime, `postprocess_numpy.postprocess`)",
-        f"- each figure: median of {args.repeats} images after one warm-up, both in the same process, "
-        f"one size after the other; load average 1/5/15 min at the end: {load_average()} "
+        f"- each figure: median of {args.repeats} runs after one warm-up, both in the same process, "
+        f"PyTorch, ONNX and the network alone taking turns, one size after the other; load average 1/5/15 min at the end: {load_average()} "
         f"on {os.cpu_count()} cores",
         "",
         "| input | PyTorch (ms / image) | onnxruntime + NumPy (ms / image) | of which onnxruntime "
@@ -123,7 +152,7 @@ def main() -> None:
               f"| {r['outputs']} |" for r in rows]
     print("\n".join(lines))
     if not args.no_write:
-        write_section("deploy", "\n".join(lines))
+        write_section("deploy_confident" if args.confident_classes else "deploy", "\n".join(lines))
 
 
 if __name__ == "__main__":
