@@ -140,7 +140,8 @@ def main() -> None:
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
         "onnxruntime, `postprocess_numpy.postprocess`)",
         f"- each figure: median of {args.repeats} runs after one warm-up, both in the same process, "
-        f"PyTorch, ONNX and the network alone taking turns, one size after the other; load average 1/5/15 min at the end: {load_average()} "
+        "PyTorch, ONNX and the network alone taking turns, one size after the other; load average "
+        f"1/5/15 min at the end: {load_average()} "
         f"on {os.cpu_count()} cores",
         "",
         "| input | PyTorch (ms / image) | onnxruntime + NumPy (ms / image) | of which onnxruntime "

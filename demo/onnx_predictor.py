@@ -207,8 +207,9 @@ class OnnxPredictor:
             for name, dims, expected in (("class logits", outputs[0].shape, [None, queries, classes + 1]),
                                          ("mask logits", outputs[1].shape, [None, queries, None, None])):
                 if any(isinstance(d, int) and e is not None and d != e for d, e in zip(dims, expected)):
+                    shape = ", ".join("?" if e is None else str(e) for e in expected)
                     problems.append(f"{name} {dims}, {INFO_FILE} gives num_queries {queries} and num_classes "
-                                    f"{classes}: expected ({', '.join('?' if e is None else str(e) for e in expected)})")
+                                    f"{classes}: expected ({shape})")
         if problems:
             raise PredictorError(f"{self.model_path} does not fit {INFO_FILE}: " + "; ".join(problems))
 
