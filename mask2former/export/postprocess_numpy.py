@@ -95,7 +95,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def sigmoid_(x: np.ndarray) -> np.ndarray:
     """The logistic function of ``x``, in place (no temporaries: called on every block)."""
     np.negative(x, out=x)
-    np.exp(x, out=x)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right 0
+        np.exp(x, out=x)
     x += 1
     return np.reciprocal(x, out=x)
 

@@ -4,6 +4,7 @@ instance scores within 1e-3; and the module runs without torch."""
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -95,3 +96,14 @@ def test_numpy_postprocessing_runs_without_torch_or_detectron2():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['instances', 'panoptic_seg', 'sem_seg']"
+
+
+def test_extreme_logits_give_probabilities_without_warnings():
+    """Mask logits far below -88 (exp overflows in float32) are probability 0, silently."""
+    settings = InferenceSettings(True, False, False, 0.5, 0.3, 10, True)
+    mask_cls = np.zeros((2, 3), dtype=np.float32)
+    mask_pred = np.stack([np.full((4, 4), -500.0), np.full((4, 4), 500.0)]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sem_seg = postprocess(mask_cls, mask_pred, (16, 16), (16, 16), (16, 16), settings)["sem_seg"]
+    np.testing.assert_allclose(sem_seg, np.full((2, 16, 16), 1 / 3), rtol=1e-6)
