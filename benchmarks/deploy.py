@@ -3,18 +3,17 @@ demo/onnx_predictor.py runs them) against the PyTorch model with its own post-pr
 the same process, on the same images, with the same number of threads.
 
 The COCO panoptic R50 config (semantic + panoptic + instance outputs) is built with random
-weights (seed 0, as benchmarks/inference.py: few queries pass the panoptic threshold, the
-instance output keeps its top thing-class pairs; with ``--confident-classes`` the class logits
-are scaled so that panoptic segments and instances are kept, as with trained weights), exported
-to ONNX in a temporary folder, and both are timed on random uint8 images of each size (already
-at the test size: no resize; outputs at the same size). Each figure is the median of
-``--repeats`` images after one warm-up. The outputs of the two are compared (semantic argmax,
-panoptic segments and ids, instance classes and scores).
+weights (seed 0, as benchmarks/inference.py; measured: no query passes the panoptic threshold
+and the top (query, class) pairs hold no thing class, so the panoptic and instance outputs are
+empty and the figures are those of the network and the semantic output), exported to ONNX in a
+temporary folder, and both are timed on random uint8 images of each size (already at the test
+size: no resize; outputs at the same size). Each figure is the median of ``--repeats`` runs
+after one warm-up, PyTorch and ONNX taking turns. The outputs of the two are compared
+(semantic argmax, panoptic segments and ids, instance classes and scores).
 
-    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--confident-classes] [--no-write]
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--no-write]
 
-Results go to the ``deploy`` (``deploy_confident``) section of benchmarks/RESULTS.md (unless
-``--no-write``).
+Results go to the ``deploy`` section of benchmarks/RESULTS.md (unless ``--no-write``).
 """
 import argparse
 import datetime
@@ -37,9 +36,6 @@ from benchmarks.common import REPO, checkout_config, cpu_model, load_average, wr
 CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SIZES = [(512, 768), (800, 1333)]
 PREDICTOR = os.path.join(REPO, "demo", "onnx_predictor.py")
-# --confident-classes: class logits scaled as in tests/export/, so that panoptic and instance
-# inference keep queries, as with trained weights
-CONFIDENT_CLASS_SCALE = 20.0
 
 
 def load_predictor_module():
@@ -86,15 +82,12 @@ def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List
     return [statistics.median(t) for t in times]
 
 
-def run(repeats: int, threads: int, confident_classes: bool = False) -> List[Dict]:
+def run(repeats: int, threads: int) -> List[Dict]:
     from detectron2.modeling import build_model
 
     cfg = checkout_config({"repo": REPO, "threads": threads, "device": "cpu", "malloc": "keep"}, CONFIG)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    if confident_classes:
-        with torch.no_grad():
-            model.sem_seg_head.predictor.class_embed.weight.mul_(CONFIDENT_CLASS_SCALE)
     predictor_module = load_predictor_module()
     rows = []
     with tempfile.TemporaryDirectory() as model_dir, torch.no_grad():
@@ -119,13 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--confident-classes", action="store_true",
-                        help=f"class logits x{CONFIDENT_CLASS_SCALE:g}: panoptic segments and instances are kept")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = run(args.repeats, args.threads, args.confident_classes)
+    rows = run(args.repeats, args.threads)
     command = "python benchmarks/deploy.py " + " ".join(sys.argv[1:])
-    weights = f"seed 0, class logits x{CONFIDENT_CLASS_SCALE:g}" if args.confident_classes else "seed 0"
     lines = [
         "## Deployment: onnxruntime + NumPy against PyTorch (CPU)",
         "",
@@ -134,7 +124,7 @@ def main() -> None:
         f"intra_op_num_threads); torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         "opset 17, CPUExecutionProvider, all graph optimisations, sequential execution; NumPy's "
         "OpenBLAS on at most 2 threads (its build's maximum)",
-        f"- `{CONFIG}`, random weights ({weights}), semantic + panoptic + instance outputs; one random "
+        f"- `{CONFIG}`, random weights (seed 0), semantic + panoptic + instance outputs; one random "
         "uint8 image per size, at the test size (no resize)",
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
@@ -153,7 +143,7 @@ def main() -> None:
               f"| {r['outputs']} |" for r in rows]
     print("\n".join(lines))
     if not args.no_write:
-        write_section("deploy_confident" if args.confident_classes else "deploy", "\n".join(lines))
+        write_section("deploy", "\n".join(lines))
 
 
 if __name__ == "__main__":
