@@ -3,11 +3,13 @@ demo/onnx_predictor.py runs them) against the PyTorch model with its own post-pr
 the same process, on the same images, with the same number of threads.
 
 The COCO panoptic R50 config (semantic + panoptic + instance outputs) is built with random
-weights (seed 0, as benchmarks/inference.py: few queries pass the panoptic threshold, the
-instance output keeps its top thing-class pairs), exported to ONNX in a temporary folder, and both are timed
-on random uint8 images of each size (already at the test size: no resize; outputs at the same
-size). Each figure is the median of ``--repeats`` images after one warm-up. The outputs of the
-two are compared (semantic argmax, panoptic segments and ids, instance classes and scores).
+weights (seed 0, as benchmarks/inference.py; measured: no query passes the panoptic threshold
+and the top (query, class) pairs hold no thing class, so the panoptic and instance outputs are
+empty and the figures are those of the network and the semantic output), exported to ONNX in a
+temporary folder, and both are timed on random uint8 images of each size (already at the test
+size: no resize; outputs at the same size). Each figure is the median of ``--repeats`` runs
+after one warm-up, PyTorch and ONNX taking turns. The outputs of the two are compared
+(semantic argmax, panoptic segments and ids, instance classes and scores).
 
     .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--no-write]
 
@@ -18,16 +20,18 @@ import datetime
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import tempfile
-from typing import Dict, List
+import time
+from typing import Callable, Dict, List
 
 import numpy as np
 import onnxruntime
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, checkout_config, cpu_model, load_average, median_time, write_section  # noqa: E402
+from benchmarks.common import REPO, checkout_config, cpu_model, load_average, write_section  # noqa: E402
 
 CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SIZES = [(512, 768), (800, 1333)]
@@ -41,14 +45,13 @@ def load_predictor_module():
     return module
 
 
-def export_model(model, model_dir: str, input_format: str) -> None:
-    from mask2former.export.exporter import export
-    from mask2former.export.model import ExportableMaskFormer, deployment_info
+def export_model(model, cfg, model_dir: str) -> None:
+    from mask2former.export.exporter import export, write_deployment_info
+    from mask2former.export.model import ExportableMaskFormer
 
     sample = torch.randint(0, 256, (1, 3, *SIZES[0])).float()
     export(ExportableMaskFormer(model), (sample - model.pixel_mean) / model.pixel_std, "onnx", model_dir)
-    with open(os.path.join(model_dir, "export_info.json"), "w") as f:
-        json.dump(deployment_info(model, input_format), f)
+    write_deployment_info(model, cfg, model_dir)
 
 
 def compare(expected: Dict, got: Dict) -> str:
@@ -66,6 +69,19 @@ def compare(expected: Dict, got: Dict) -> str:
             f"classes {'same' if classes else 'DIFFERENT'}, scores within {score_diff:.1e}")
 
 
+def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List[float]:
+    """Median milliseconds of ``repeats`` calls of each of ``fns`` after one warm-up call each,
+    the functions taking turns: on a shared machine, a busy spell slows all of them alike."""
+    times: List[List[float]] = [[] for _ in fns]
+    for repeat in range(repeats + 1):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            if repeat:  # the first round is the warm-up
+                fn_times.append(1000 * (time.perf_counter() - start))
+    return [statistics.median(t) for t in times]
+
+
 def run(repeats: int, threads: int) -> List[Dict]:
     from detectron2.modeling import build_model
 
@@ -75,15 +91,17 @@ def run(repeats: int, threads: int) -> List[Dict]:
     predictor_module = load_predictor_module()
     rows = []
     with tempfile.TemporaryDirectory() as model_dir, torch.no_grad():
-        export_model(model, model_dir, cfg.INPUT.FORMAT)
+        export_model(model, cfg, model_dir)
         for height, width in SIZES:
             predictor = predictor_module.OnnxPredictor(model_dir, min(height, width), max(height, width), threads)
-            image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-            inputs = [{"image": torch.from_numpy(image).permute(2, 0, 1).float(), "height": height, "width": width}]
-            torch_ms = 1000 * median_time(lambda: model(inputs), repeats, "cpu")
-            onnx_ms = 1000 * median_time(lambda: predictor(image), repeats, "cpu")
+            image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)  # BGR
+            # in the model's channel order, as detectron2's DefaultPredictor gives it
+            model_image = np.ascontiguousarray(image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image)
+            inputs = [{"image": torch.from_numpy(model_image).permute(2, 0, 1).float(),
+                       "height": height, "width": width}]
             feed = {predictor.session.get_inputs()[0].name: predictor.preprocess(image)}
-            network_ms = 1000 * median_time(lambda: predictor.session.run(None, feed), repeats, "cpu")
+            torch_ms, onnx_ms, network_ms = alternating_median_ms(
+                [lambda: model(inputs), lambda: predictor(image), lambda: predictor.session.run(None, feed)], repeats)
             rows.append({"size": f"{height}x{width}", "torch_ms": torch_ms, "onnx_ms": onnx_ms, "network_ms": network_ms,
                          "outputs": compare(model(inputs)[0], predictor(image))})
             print(rows[-1], flush=True)
@@ -104,14 +122,16 @@ def main() -> None:
         f"- date: {datetime.date.today()}; command: `{command.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads for both (torch.set_num_threads, onnxruntime "
         f"intra_op_num_threads); torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-        "opset 17, CPUExecutionProvider, default graph optimisations",
-        f"- `{CONFIG}`, random weights (seed 0), semantic + panoptic + instance "
-        "outputs; one random uint8 image per size, at the test size (no resize)",
+        "opset 17, CPUExecutionProvider, all graph optimisations, sequential execution; NumPy's "
+        "OpenBLAS on at most 2 threads (its build's maximum)",
+        f"- `{CONFIG}`, random weights (seed 0), semantic + panoptic + instance outputs; one random "
+        "uint8 image per size, at the test size (no resize)",
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
         "onnxruntime, `postprocess_numpy.postprocess`)",
-        f"- each figure: median of {args.repeats} images after one warm-up, both in the same process, "
-        f"one size after the other; load average 1/5/15 min at the end: {load_average()} "
+        f"- each figure: median of {args.repeats} runs after one warm-up, both in the same process, "
+        "PyTorch, ONNX and the network alone taking turns, one size after the other; load average "
+        f"1/5/15 min at the end: {load_average()} "
         f"on {os.cpu_count()} cores",
         "",
         "| input | PyTorch (ms / image) | onnxruntime + NumPy (ms / image) | of which onnxruntime "

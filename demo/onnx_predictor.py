@@ -4,18 +4,21 @@ Run a Mask2Former model exported by ``tools/deploy/export_model.py --format onnx
 onnxruntime, NumPy and OpenCV only (neither torch nor detectron2), and draw its predictions.
 
     python demo/onnx_predictor.py --model DIR --input a.jpg b.png --output OUTDIR \
-        [--task panoptic|instance|semantic] [--min-size 800] [--max-size 1333] [--save-outputs]
+        [--task panoptic|instance|semantic] [--min-size N] [--max-size N] [--save-outputs]
 
 DIR is the export folder (DIR/model.onnx, DIR/export_info.json). The post-processing is
 ``postprocess_numpy.py``, loaded by path from this script's folder or else from
 mask2former/export/ in this repository: to deploy, ship this script with that one file beside
 it, and DIR; the ``mask2former`` package is not needed.
 
-Each image is read with OpenCV, resized as detectron2's ``ResizeShortestEdge`` at test time
-(shortest edge to --min-size, longest edge at most --max-size; values in export_info.json
-under "min_size_test" / "max_size_test" win over the defaults), normalised and run; the outputs
-are at the image's original size. OUTDIR/NAME.png is the drawing of --task (default: the
-richest output the export turns on); --save-outputs also writes OUTDIR/NAME.npz with every
+Everything the model needs besides the graph comes from DIR/export_info.json (written by the
+export from the config): each image is read with OpenCV, put in the model's channel order,
+resized as detectron2's ``ResizeShortestEdge`` at test time (shortest edge to "min_size_test",
+longest edge at most "max_size_test"; --min-size / --max-size override them; the bilinear
+resize of Pillow, which detectron2 uses, reproduced exactly), normalised and run; the outputs
+are at the image's original size, computed with the export's thresholds and outputs, and drawn
+with the dataset's class names and colors. OUTDIR/NAME.png is the drawing of --task (default:
+the richest output the export turns on); --save-outputs also writes OUTDIR/NAME.npz with every
 output (sem_seg (K, H, W), panoptic_seg (H, W) + segments_info as JSON, instance scores,
 classes, masks and boxes).
 
@@ -35,13 +38,23 @@ import onnxruntime
 
 TASKS = ("panoptic", "instance", "semantic")  # richest first: the default is the first on
 MODEL_FILE, INFO_FILE, POSTPROCESS_FILE = "model.onnx", "export_info.json", "postprocess_numpy.py"
-INFO_KEYS = ("input_format", "pixel_mean", "pixel_std", "size_divisibility", "settings")
-DEFAULT_MIN_SIZE, DEFAULT_MAX_SIZE = 800, 1333
+INFO_KEYS = ("input_format", "pixel_mean", "pixel_std", "min_size_test", "max_size_test", "size_divisibility",
+             "num_queries", "num_classes", "settings")
+SETTINGS_KEYS = ("semantic_on", "panoptic_on", "instance_on", "object_mask_threshold", "overlap_threshold",
+                 "test_topk_per_image", "sem_seg_postprocess_before_inference")
+# keys holding one entry per class
+CLASS_KEYS = ("is_thing", "class_names", "class_colors")
+# Pillow's fixed-point precision for 8-bit images (Resample.c: 32 - 8 - 2 bits)
+PRECISION_BITS = 22
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class PredictorError(RuntimeError):
     """Bad model folder, metadata or input, described in the message (shown without traceback)."""
+
+
+class UnreadableImage(PredictorError):
+    """An input image that cannot be read (the others are still processed)."""
 
 
 def load_postprocess_module():
@@ -57,6 +70,48 @@ def load_postprocess_module():
             spec.loader.exec_module(module)
             return module
     raise PredictorError(f"{POSTPROCESS_FILE} not found; looked for {', '.join(candidates)}")
+
+
+def _pillow_bilinear_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(out, T) input indices and fixed-point int32 weights of Pillow's BILINEAR resize along one
+    axis (its Resample.c: a triangle filter widened by the scale when reducing, so that every
+    input pixel counts, normalised, then rounded to PRECISION_BITS bits)."""
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support = filter_scale  # the bilinear filter's support is 1 input pixel
+    centers = (np.arange(out_size) + 0.5) * scale
+    first = np.maximum(np.trunc(centers - support + 0.5), 0).astype(np.int64)
+    count = np.minimum(np.trunc(centers + support + 0.5), in_size).astype(np.int64) - first
+    taps = np.arange(int(np.ceil(support)) * 2 + 1)
+    weights = np.maximum(1.0 - np.abs((taps + first[:, None] - centers[:, None] + 0.5) * (1.0 / filter_scale)), 0)
+    weights = np.where(taps < count[:, None], weights, 0.0)
+    weights /= weights.sum(1, keepdims=True)
+    fixed = np.floor(0.5 + weights * (1 << PRECISION_BITS)).astype(np.int32)
+    return np.minimum(first[:, None] + taps, in_size - 1), fixed
+
+
+def _pillow_resample(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """Pillow's 8-bit bilinear pass along ``axis`` (0: rows, 1: columns) of an (H, W, C) uint8
+    image; the sum of each output is rounded and clipped to uint8, as Pillow does."""
+    index, weights = _pillow_bilinear_taps(image.shape[axis], out_size)
+    shape = [1, 1, 1]
+    shape[axis] = out_size
+    total = np.full([out_size if a == axis else n for a, n in enumerate(image.shape)],
+                    1 << (PRECISION_BITS - 1), dtype=np.int32)
+    for tap in range(index.shape[1]):
+        total += np.take(image, index[:, tap], axis=axis).astype(np.int32) * weights[:, tap].reshape(shape)
+    return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def pillow_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (height, width, C), equal to ``PIL.Image.resize((width, height),
+    Image.BILINEAR)``, the resize of detectron2's ``ResizeShortestEdge``: the columns, then the
+    rows, each pass skipped where the size stays."""
+    if image.shape[1] != width:
+        image = _pillow_resample(image, width, axis=1)
+    if image.shape[0] != height:
+        image = _pillow_resample(image, height, axis=0)
+    return image
 
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> Tuple[int, int]:
@@ -82,23 +137,30 @@ class OnnxPredictor:
         self.model_path = os.path.join(model_dir, MODEL_FILE)
         self.info = self._read_info(os.path.join(model_dir, INFO_FILE))
         self.settings = argparse.Namespace(**self.info["settings"])
-        self.is_thing = np.array(self.info["is_thing"], dtype=bool) if "is_thing" in self.info else None
+        # as the model: the thing classes only matter where panoptic inference is on
+        self.is_thing = np.array(self.info["is_thing"], dtype=bool) if self.settings.panoptic_on else None
         self.class_names: Optional[List[str]] = self.info.get("class_names")
+        self.class_colors: Optional[List[List[int]]] = self.info.get("class_colors")
         self.mean = np.asarray(self.info["pixel_mean"], np.float32).reshape(3, 1, 1)
         self.std = np.asarray(self.info["pixel_std"], np.float32).reshape(3, 1, 1)
-        self.min_size = min_size or int(self.info.get("min_size_test", DEFAULT_MIN_SIZE))
-        self.max_size = max_size or int(self.info.get("max_size_test", DEFAULT_MAX_SIZE))
+        self.min_size = min_size or int(self.info["min_size_test"])
+        self.max_size = max_size or int(self.info["max_size_test"])
         self.postprocess = load_postprocess_module().postprocess
         if not os.path.isfile(self.model_path):
             raise PredictorError(f"{self.model_path}: no such file")
         options = onnxruntime.SessionOptions()
+        # every graph optimisation, one operator at a time on ``threads`` threads (0: one per
+        # physical core): the graph is a chain, parallel operators would only compete
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         try:
             self.session = onnxruntime.InferenceSession(
                 self.model_path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise PredictorError(f"{self.model_path}: not a loadable ONNX model ({e})") from e
-        self.num_classes = self._check_graph()
+        self._check_graph()
 
     @staticmethod
     def _read_info(path: str) -> Dict:
@@ -110,39 +172,57 @@ class OnnxPredictor:
         missing = [key for key in INFO_KEYS if key not in info]
         if missing:
             raise PredictorError(f"{path}: missing key(s) {', '.join(missing)}")
+        problems = []
         if info["input_format"] not in ("BGR", "RGB"):
-            raise PredictorError(f"{path}: input_format {info['input_format']!r} is not BGR or RGB")
+            problems.append(f"input_format {info['input_format']!r} is not BGR or RGB")
+        for key in ("pixel_mean", "pixel_std"):
+            if len(info[key]) != 3:
+                problems.append(f"{key} has {len(info[key])} values, not 3")
+        missing = [key for key in SETTINGS_KEYS if key not in info["settings"]]
+        if missing:
+            problems.append(f"settings lack {', '.join(missing)}")
+        elif info["settings"]["panoptic_on"] and "is_thing" not in info:
+            problems.append("panoptic inference is on but is_thing (the thing classes) is missing")
+        for key in CLASS_KEYS:
+            if key in info and len(info[key]) != info["num_classes"]:
+                problems.append(f"{key} has {len(info[key])} entries, num_classes is {info['num_classes']}")
+        if problems:
+            raise PredictorError(f"{path}: " + "; ".join(problems))
         return info
 
-    def _check_graph(self) -> int:
-        """The class count K, after checking the graph's inputs and outputs against the
-        metadata (one image input (B, 3, H, W); class logits (B, Q, K + 1), K the length of
-        is_thing / class_names; mask logits (B, Q, h, w))."""
+    def _check_graph(self) -> None:
+        """The graph's inputs and outputs against the metadata: one image input (B, 3, H, W),
+        class logits (B, Q, K + 1) and mask logits (B, Q, h, w), Q = num_queries and
+        K = num_classes."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        queries, classes = self.info["num_queries"], self.info["num_classes"]
         problems = []
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             problems.append(f"inputs {[(i.name, i.shape) for i in inputs]}, expected one (B, 3, H, W)")
         if len(outputs) != 2 or len(outputs[0].shape) != 3 or len(outputs[1].shape) != 4:
             problems.append(f"outputs {[(o.name, o.shape) for o in outputs]}, expected class logits "
                             "(B, Q, K + 1) and mask logits (B, Q, h, w)")
-            raise PredictorError(f"{self.model_path} does not fit {INFO_FILE}: " + "; ".join(problems))
-        num_classes = outputs[0].shape[2] - 1 if isinstance(outputs[0].shape[2], int) else None
-        for key in ("is_thing", "class_names"):
-            expected = len(self.info[key]) if key in self.info else None
-            if expected is not None and num_classes is not None and expected != num_classes:
-                problems.append(f"class logits {outputs[0].shape} give {num_classes} classes, "
-                                f"{INFO_FILE} {key} has {expected}")
+        else:
+            # the dimensions the graph fixes (its query count may be symbolic: checked per run)
+            for name, dims, expected in (("class logits", outputs[0].shape, [None, queries, classes + 1]),
+                                         ("mask logits", outputs[1].shape, [None, queries, None, None])):
+                if any(isinstance(d, int) and e is not None and d != e for d, e in zip(dims, expected)):
+                    shape = ", ".join("?" if e is None else str(e) for e in expected)
+                    problems.append(f"{name} {dims}, {INFO_FILE} gives num_queries {queries} and num_classes "
+                                    f"{classes}: expected ({shape})")
         if problems:
             raise PredictorError(f"{self.model_path} does not fit {INFO_FILE}: " + "; ".join(problems))
-        return num_classes
+
+    def network_input(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR -> (h, w, 3) uint8 at the test size in the model's channel
+        order, as detectron2's ``DefaultPredictor`` gives it to the model."""
+        if self.info["input_format"] == "RGB":
+            image = image[:, :, ::-1]
+        return pillow_bilinear_resize(image, *resized_shape(*image.shape[:2], self.min_size, self.max_size))
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 BGR -> (1, 3, h, w) float32 normalised network input."""
-        size = resized_shape(*image.shape[:2], self.min_size, self.max_size)
-        if size != image.shape[:2]:
-            image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
-        if self.info["input_format"] == "RGB":
-            image = image[:, :, ::-1]
+        image = self.network_input(image)
         return ((image.transpose(2, 0, 1).astype(np.float32) - self.mean) / self.std)[None]
 
     def __call__(self, image: np.ndarray) -> Dict:
@@ -151,10 +231,12 @@ class OnnxPredictor:
         size = x.shape[-2:]
         div = max(int(self.info["size_divisibility"]), 1)
         padded = tuple(-(-s // div) * div for s in size)
-        if mask_cls.shape[:1] != (1,) or mask_pred.shape[:2] != mask_cls.shape[:2] or (
-                self.num_classes is not None and mask_cls.shape[2] != self.num_classes + 1):
-            raise PredictorError(f"{self.model_path}: outputs of shapes {mask_cls.shape}, {mask_pred.shape} "
-                                 f"for an input of {x.shape}; expected (1, Q, K + 1), (1, Q, h, w)")
+        expected = (1, self.info["num_queries"], self.info["num_classes"] + 1)
+        if mask_cls.shape != expected or mask_pred.shape[:2] != expected[:2]:
+            raise PredictorError(
+                f"{self.model_path} does not fit {INFO_FILE}: outputs of shapes {mask_cls.shape}, "
+                f"{mask_pred.shape} for an input of {x.shape}; num_queries {expected[1]} and num_classes "
+                f"{expected[2] - 1} expect {expected} and (1, {expected[1]}, h, w)")
         return self.postprocess(mask_cls[0], mask_pred[0], padded, size, image.shape[:2],
                                 self.settings, self.is_thing)
 
@@ -165,14 +247,22 @@ class OnnxPredictor:
 def read_image(path: str) -> np.ndarray:
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise PredictorError(f"{path}: cannot read this file as an image")
+        raise UnreadableImage(f"{path}: cannot read this file as an image")
     return image
 
 
 # ----------------------------------------------------------------------------- drawing
-def _color(index: int) -> Tuple[int, int, int]:
-    rng = np.random.default_rng(index)  # a fixed color per class or segment
-    return tuple(int(c) for c in rng.integers(40, 256, 3))
+def _color(predictor: "OnnxPredictor", category: int, instance: Optional[int] = None) -> Tuple[int, int, int]:
+    """BGR color of a class: the dataset's (class_colors, RGB) or a fixed random one; with
+    ``instance``, shifted a little per instance so that touching objects of one class differ."""
+    colors = predictor.class_colors
+    if colors and 0 <= category < len(colors):
+        color = np.asarray(colors[category][::-1], np.int64)
+    else:
+        color = np.random.default_rng(category).integers(40, 256, 3)
+    if instance is not None:
+        color = np.clip(color + np.random.default_rng(1000 + instance).integers(-40, 41, 3), 0, 255)
+    return tuple(int(c) for c in color)
 
 
 def _label(predictor: OnnxPredictor, category: int) -> str:
@@ -199,21 +289,23 @@ def draw(image: np.ndarray, outputs: Dict, task: str, predictor: OnnxPredictor,
     if task == "semantic":
         labels = outputs["sem_seg"].argmax(0)
         for category in np.unique(labels):
-            _blend(canvas, labels == category, _color(int(category)))
+            _blend(canvas, labels == category, _color(predictor, int(category)))
             labelled.append((labels == category, _label(predictor, int(category))))
     elif task == "panoptic":
         ids, segments = outputs["panoptic_seg"]
         for segment in segments:
             mask = ids == segment["id"]
-            _blend(canvas, mask, _color(segment["id"] * 7919 + segment["category_id"]))
+            instance = segment["id"] if segment["isthing"] else None
+            _blend(canvas, mask, _color(predictor, segment["category_id"], instance))
             labelled.append((mask, _label(predictor, segment["category_id"])))
     else:
         found = outputs["instances"]
         for i in np.flatnonzero(found["scores"] > confidence_threshold):
             mask, category = found["pred_masks"][i], int(found["pred_classes"][i])
-            _blend(canvas, mask, _color(1000 + int(i)))
+            color = _color(predictor, category, int(i))
+            _blend(canvas, mask, color)
             x0, y0, x1, y1 = (int(v) for v in found["pred_boxes"][i])
-            cv2.rectangle(canvas, (x0, y0), (x1, y1), _color(1000 + int(i)), 1)
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), color, 1)
             labelled.append((mask, f"{_label(predictor, category)} {found['scores'][i]:.2f}"))
     canvas = np.clip(canvas, 0, 255).astype(np.uint8)
     for mask, text in labelled:
@@ -244,8 +336,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--output", required=True, metavar="OUTDIR", help="folder for the drawings")
     parser.add_argument("--task", choices=TASKS, help="what to draw (default: the richest turned on)")
-    parser.add_argument("--min-size", type=int, help=f"test-time shortest edge (default {DEFAULT_MIN_SIZE})")
-    parser.add_argument("--max-size", type=int, help=f"test-time longest edge cap (default {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--min-size", type=int, help=f"test-time shortest edge (default: {INFO_FILE}'s)")
+    parser.add_argument("--max-size", type=int, help=f"test-time longest edge cap (default: {INFO_FILE}'s)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, metavar="T",
                         help="instances scoring at most this are not drawn (default 0.5)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
@@ -253,23 +345,19 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        predictor = OnnxPredictor(args.model, args.min_size, args.max_size, args.threads)
-        enabled = predictor.enabled_tasks()
-        task = args.task or (enabled[0] if enabled else None)
-        if task not in enabled:
-            raise PredictorError(f"--task {task}: {INFO_FILE} turns on {', '.join(enabled) or 'no output'}")
-    except PredictorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def predict_and_draw(args: argparse.Namespace) -> int:
+    """Status 0, or 1 when an image could not be read; raises PredictorError for the model."""
+    predictor = OnnxPredictor(args.model, args.min_size, args.max_size, args.threads)
+    enabled = predictor.enabled_tasks()
+    task = args.task or (enabled[0] if enabled else None)
+    if task not in enabled:
+        raise PredictorError(f"--task {task}: {INFO_FILE} turns on {', '.join(enabled) or 'no output'}")
     os.makedirs(args.output, exist_ok=True)
     status = 0
     for path in args.input:
         try:
             image = read_image(path)
-        except PredictorError as e:
+        except UnreadableImage as e:
             print(f"error: {e}", file=sys.stderr)
             status = 1
             continue
@@ -281,6 +369,14 @@ def main(argv=None) -> int:
             save_outputs(os.path.join(args.output, name + ".npz"), outputs)
         print(f"{path}: {task} drawn to {os.path.join(args.output, name + '.png')}")
     return status
+
+
+def main(argv=None) -> int:
+    try:
+        return predict_and_draw(get_parser().parse_args(argv))
+    except PredictorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

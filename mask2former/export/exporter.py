@@ -1,6 +1,7 @@
 """Tracing an :class:`~mask2former.export.model.ExportableMaskFormer` into an ONNX or a
 TorchScript file whose batch size, height and width are dynamic."""
 import contextlib
+import json
 import os
 import warnings
 from typing import Iterator
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
-from .model import ExportableMaskFormer
+from ..modeling.meta_arch.maskformer import MaskFormer
+from .model import ExportableMaskFormer, deployment_info
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("pred_logits", "pred_masks")
@@ -17,6 +19,7 @@ OUTPUT_NAMES = ("pred_logits", "pred_masks")
 ONNX_OPSET = 17
 EXPORT_FORMATS = ("onnx", "torchscript")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+INFO_FILE = "export_info.json"
 
 
 @contextlib.contextmanager
@@ -80,3 +83,13 @@ def export(model: ExportableMaskFormer, sample: torch.Tensor, fmt: str, output_d
     path = os.path.join(output_dir, FILE_NAMES[fmt])
     writer = export_onnx if fmt == "onnx" else export_torchscript
     return writer(model, sample, path)
+
+
+def write_deployment_info(model: MaskFormer, cfg, output_dir: str) -> str:
+    """Writes ``model``'s :func:`~mask2former.export.model.deployment_info` to
+    ``output_dir/export_info.json``; returns the file's path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, INFO_FILE)
+    with open(path, "w") as f:
+        json.dump(deployment_info(model, cfg), f, indent=2)
+    return path

@@ -1,20 +1,33 @@
 """
 Semantic, panoptic and instance inference of one image from an exported model's outputs, in
-NumPy alone (neither torch nor detectron2 is imported): the computation of
-:class:`~mask2former.modeling.postprocessing.PlainPostProcessor`, for a runtime that only has
-the exported graph.
+NumPy alone (neither torch nor detectron2 is imported): the results of
+:class:`~mask2former.modeling.postprocessing.MaskPostProcessor`, for a runtime that only has
+the exported graph. This file is self-contained so that it can be shipped beside
+``demo/onnx_predictor.py``.
+
+It computes as :func:`~mask2former.modeling.mask_resize.query_mask_outputs` does: the resize
+chain of the mask logits (to the padded size, crop to the image, to the output size) is one
+banded matrix per axis; the columns are resized once at the logits' few rows, then the rows a
+block at a time. Each block's logits of every query are used while they are in the cache: the
+semantic scores of its rows, the panoptic winner of each of its pixels and the binary masks of
+the few queries the instance output keeps. No (Q, H, W) array is ever built.
 
 ``settings`` is any object with the attributes of
 :class:`~mask2former.modeling.postprocessing.InferenceSettings` (``semantic_on``,
 ``panoptic_on``, ``instance_on``, ``object_mask_threshold``, ``overlap_threshold``,
 ``test_topk_per_image``, ``sem_seg_postprocess_before_inference``), e.g. a
-``types.SimpleNamespace`` filled from the config's ``MODEL.MASK_FORMER.TEST``.
+``types.SimpleNamespace`` filled from ``export_info.json``'s "settings".
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 Size = Tuple[int, int]
+# Output rows per block are chosen so that a block's logits of every query take about this
+# many bytes: small enough to stay in the cache, large enough for efficient GEMMs.
+BLOCK_BYTES = 4 << 20
+# Output columns per GEMM of the column resize.
+COLUMN_BLOCK = 64
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -40,106 +53,216 @@ def resize_chain_matrix(size: int, padded: int, crop: int, out: int) -> np.ndarr
     return bilinear_matrix(crop, out) @ bilinear_matrix(size, padded)[:crop]
 
 
+def resize_bands(matrix: np.ndarray, block: int) -> List[Tuple[int, int, int, int]]:
+    """
+    For an (O, I) resize matrix, the blocks of ``block`` outputs: (o0, o1, i0, i1) where inputs
+    [i0, i1) hold every non-zero weight of outputs [o0, o1). Bilinear weights are local, so a
+    block reads a narrow band of the input.
+    """
+    bands = []
+    for o0 in range(0, matrix.shape[0], block):
+        read = np.flatnonzero(matrix[o0 : o0 + block].any(0))
+        bands.append((o0, min(o0 + block, matrix.shape[0]), int(read[0]), int(read[-1]) + 1))
+    return bands
+
+
+def resize_columns(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N, w) -> (N, W) = x @ matrix.T for an (W, w) resize matrix, one GEMM per block of
+    output columns over the band of input columns it reads."""
+    out = np.empty((x.shape[0], matrix.shape[0]), dtype=np.float32)
+    for o0, o1, i0, i1 in resize_bands(matrix, COLUMN_BLOCK):
+        out[:, o0:o1] = x[:, i0:i1] @ matrix[o0:o1, i0:i1].T
+    return out
+
+
+def resize_maps(maps: np.ndarray, output_size: Size) -> np.ndarray:
+    """(C, H, W) -> (C, H_out, W_out), bilinear as PyTorch's ``interpolate``."""
+    channels, height, width = maps.shape
+    rows = bilinear_matrix(height, output_size[0])
+    by_column = resize_columns(maps.reshape(channels * height, width), bilinear_matrix(width, output_size[1]))
+    by_column = by_column.reshape(channels, height, output_size[1])
+    out = np.empty((channels, *output_size), dtype=np.float32)
+    for y0, y1, j0, j1 in resize_bands(rows, COLUMN_BLOCK):
+        out[:, y0:y1] = np.matmul(rows[y0:y1, j0:j1], by_column[:, j0:j1])
+    return out
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def sigmoid_(x: np.ndarray) -> np.ndarray:
+    """The logistic function of ``x``, in place (no temporaries: called on every block)."""
+    np.negative(x, out=x)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right 0
+        np.exp(x, out=x)
+    x += 1
+    return np.reciprocal(x, out=x)
 
 
-def full_resolution_logits(
-    mask_pred: np.ndarray, padded_size: Size, image_size: Size, output_size: Size
-) -> np.ndarray:
-    """(Q, h, w) mask logits -> (Q, H_out, W_out) through the padded size and the crop."""
-    rows = resize_chain_matrix(mask_pred.shape[1], padded_size[0], image_size[0], output_size[0])
-    cols = resize_chain_matrix(mask_pred.shape[2], padded_size[1], image_size[1], output_size[1])
-    return np.einsum("yh,qhw,xw->qyx", rows, mask_pred.astype(np.float32), cols, optimize=True)
-
-
-def panoptic_inference(
-    mask_cls: np.ndarray, mask_prob: np.ndarray, is_thing: np.ndarray, settings
-) -> Tuple[np.ndarray, List[Dict]]:
+def logit_row_blocks(
+    mask_pred: np.ndarray, padded_size: Size, image_size: Size, output_size: Size,
+    rows_per_block: Optional[int] = None,
+) -> Iterator[Tuple[int, int, np.ndarray]]:
     """
-    Args:
-        mask_cls: (Q, K + 1) class logits; mask_prob: (Q, H, W) mask probabilities.
-        is_thing: (K,) bool.
-    Returns:
-        (H, W) int32 segment ids (0 = void) and segments_info, as the model's panoptic output.
+    The (Q, h, w) mask logits through the resize chain, a block of output rows at a time.
+
+    Yields:
+        (y0, y1, logits): logits (y1 - y0, Q, W_out) float32 of output rows [y0, y1), a fresh
+        array the caller may change.
     """
-    probs = softmax(mask_cls)
-    scores, classes = probs.max(-1), probs.argmax(-1)
-    keep = (classes != mask_cls.shape[-1] - 1) & (scores > settings.object_mask_threshold)
-    scores, classes, mask_prob = scores[keep], classes[keep], mask_prob[keep]
-    panoptic_seg = np.zeros(mask_prob.shape[-2:], dtype=np.int32)
-    segments_info: List[Dict] = []
-    if len(scores) == 0:
-        return panoptic_seg, segments_info
-    winner = (scores[:, None, None] * mask_prob).argmax(0)  # (H, W)
-    own = mask_prob >= 0.5
-    winner_covers = np.take_along_axis(own, winner[None], 0)[0]
-    mask_area = np.bincount(winner.ravel(), minlength=len(scores))
-    final_area = np.bincount(winner[winner_covers], minlength=len(scores))
-    original_area = own.reshape(len(scores), -1).sum(1)
-    segment_of_query = np.zeros(len(scores), dtype=np.int32)
-    stuff_segment: Dict[int, int] = {}
-    for k, (label, area, original, final) in enumerate(zip(classes, mask_area, original_area, final_area)):
-        if min(area, original, final) <= 0 or area / original < settings.overlap_threshold:
-            continue
-        thing = bool(is_thing[label])
-        if not thing and int(label) in stuff_segment:
-            segment_of_query[k] = stuff_segment[int(label)]
-            continue
-        segment_of_query[k] = len(segments_info) + 1
-        if not thing:
-            stuff_segment[int(label)] = segment_of_query[k]
-        segments_info.append({"id": len(segments_info) + 1, "isthing": thing, "category_id": int(label)})
-    panoptic_seg = np.where(winner_covers, segment_of_query[winner], panoptic_seg).astype(np.int32)
-    return panoptic_seg, segments_info
+    num_queries, h, w = mask_pred.shape
+    out_h, out_w = output_size
+    rows = resize_chain_matrix(h, padded_size[0], image_size[0], out_h)  # (H, h)
+    cols = resize_chain_matrix(w, padded_size[1], image_size[1], out_w)  # (W, w)
+    if rows_per_block is None:
+        rows_per_block = BLOCK_BYTES // max(1, 4 * num_queries * out_w)
+    rows_per_block = max(1, min(rows_per_block, out_h))
+    # (h, Q * W): the columns resized once, at the input's few rows
+    by_row = resize_columns(mask_pred.astype(np.float32).transpose(1, 0, 2).reshape(h * num_queries, w), cols)
+    by_row = by_row.reshape(h, num_queries * out_w)
+    for y0, y1, j0, j1 in resize_bands(rows, rows_per_block):
+        yield y0, y1, (rows[y0:y1, j0:j1] @ by_row[j0:j1]).reshape(y1 - y0, num_queries, out_w)
 
 
-def instance_inference(
-    mask_cls: np.ndarray, logits: np.ndarray, is_thing: Optional[np.ndarray], topk: int
-) -> Dict[str, np.ndarray]:
+class PanopticAccumulator:
     """
-    The ``topk`` best (query, class) pairs (thing classes only when ``is_thing`` is given),
-    scored by class probability times the mean mask probability inside the binary mask.
+    Panoptic inference a block at a time: each pixel goes to the kept query with the highest
+    score * mask probability; the per-query areas (all pixels won, pixels won inside its own
+    mask, its own mask) are summed over the blocks, and the segments are assembled at the end.
+    """
 
-    Returns:
-        {"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes": (N, 4)
-        XYXY}, best score first.
+    def __init__(self, class_probs: np.ndarray, is_thing: np.ndarray, settings, output_size: Size):
+        """class_probs: (Q, K + 1) class probabilities of every query; is_thing: (K,) bool."""
+        scores, classes = class_probs.max(-1), class_probs.argmax(-1)
+        keep = (classes != class_probs.shape[-1] - 1) & (scores > settings.object_mask_threshold)
+        self.queries = np.flatnonzero(keep)  # in query order, as the model keeps them
+        self.scores = scores[keep].astype(np.float32)
+        self.classes = classes[keep]
+        self.is_thing = is_thing
+        self.overlap_threshold = settings.overlap_threshold
+        self.winner = np.zeros(output_size, dtype=np.int64)
+        self.winner_covers = np.zeros(output_size, dtype=bool)
+        self.mask_area = np.zeros(len(self.queries), dtype=np.int64)
+        self.final_area = np.zeros(len(self.queries), dtype=np.int64)
+        self.original_area = np.zeros(len(self.queries), dtype=np.int64)
+
+    def add(self, y0: int, y1: int, probs: np.ndarray) -> None:
+        """probs: (y1 - y0, Q, W) mask probabilities of every query at output rows [y0, y1)."""
+        if len(self.queries) == 0:
+            return
+        kept = probs[:, self.queries]  # (n, P, W)
+        winner = (kept * self.scores[:, None]).argmax(1)  # (n, W), the first of equal maxima
+        own = kept >= 0.5
+        covers = np.take_along_axis(own, winner[:, None], 1)[:, 0]
+        self.winner[y0:y1], self.winner_covers[y0:y1] = winner, covers
+        self.mask_area += np.bincount(winner.ravel(), minlength=len(self.queries))
+        self.final_area += np.bincount(winner[covers], minlength=len(self.queries))
+        self.original_area += own.sum((0, 2))
+
+    def result(self) -> Tuple[np.ndarray, List[Dict]]:
+        """(H, W) int32 segment ids (0 = void) and segments_info, as the model's panoptic output."""
+        segments_info: List[Dict] = []
+        segment_of_query = np.zeros(len(self.queries), dtype=np.int32)
+        stuff_segment: Dict[int, int] = {}
+        for k, (label, area, original, final) in enumerate(
+            zip(self.classes.tolist(), self.mask_area, self.original_area, self.final_area)
+        ):
+            if min(area, original, final) <= 0 or area / original < self.overlap_threshold:
+                continue
+            thing = bool(self.is_thing[label])
+            if not thing and label in stuff_segment:
+                segment_of_query[k] = stuff_segment[label]
+                continue
+            segment_of_query[k] = len(segments_info) + 1
+            if not thing:
+                stuff_segment[label] = segment_of_query[k]
+            segments_info.append({"id": len(segments_info) + 1, "isthing": thing, "category_id": label})
+        if len(self.queries) == 0:
+            return np.zeros(self.winner.shape, dtype=np.int32), segments_info
+        return np.where(self.winner_covers, segment_of_query[self.winner], 0).astype(np.int32), segments_info
+
+
+def select_instances(
+    class_probs: np.ndarray, is_thing: Optional[np.ndarray], topk: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
-    num_classes = mask_cls.shape[-1] - 1
-    probs = softmax(mask_cls)[:, :-1].ravel()
+    The ``topk`` best (query, class) pairs of (Q, K + 1) class probabilities, of thing classes
+    only when ``is_thing`` is given: (N,) class probabilities, classes and queries.
+    """
+    num_classes = class_probs.shape[-1] - 1
+    probs = class_probs[:, :-1].ravel()
     order = np.argsort(-probs, kind="stable")[: min(topk, probs.size)]
     labels, queries = order % num_classes, order // num_classes
     if is_thing is not None:
         keep = is_thing[labels]
         order, labels, queries = order[keep], labels[keep], queries[keep]
-    masks = logits[queries] > 0
-    # sums over the pixels by axes: reshape(N, -1) fails for N = 0 (no thing class kept)
-    inside = (sigmoid(logits[queries]) * masks).sum((1, 2))
-    scores = probs[order] * inside / (masks.sum((1, 2)) + 1e-6)
-    best_first = np.argsort(-scores, kind="stable")
-    return {
-        "scores": scores[best_first].astype(np.float32),
-        "pred_classes": labels[best_first],
-        "pred_masks": masks[best_first],
-        "pred_boxes": mask_boxes(masks[best_first]),
-    }
+    return probs[order], labels, queries
 
 
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
+class InstanceAccumulator:
     """
-    (N, H, W) bool masks -> (N, 4) float32 XYXY tight boxes, as the model gives them: x1 is the
-    last column + 1 (rows alike); an empty mask gets zeros.
+    Instance inference a block at a time: the binary masks (logits > 0) of the queries the
+    ``topk`` best (query, class) pairs come from, their row and column extents (the boxes) and
+    the sum of their probabilities inside the mask (the mask score); each query once.
     """
-    boxes = np.zeros((len(masks), 4), dtype=np.float32)
-    for i, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        if len(rows):
-            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+
+    def __init__(self, class_probs: np.ndarray, is_thing: Optional[np.ndarray], topk: int, output_size: Size):
+        self.class_scores, self.labels, queries = select_instances(class_probs, is_thing, topk)
+        self.queries, self.instance_to_query = np.unique(queries, return_inverse=True)
+        count = len(self.queries)
+        self.masks = np.zeros((count, *output_size), dtype=bool)
+        self.rows_occupied = np.zeros((count, output_size[0]), dtype=bool)
+        self.columns_occupied = np.zeros((count, output_size[1]), dtype=bool)
+        self.area = np.zeros(count, dtype=np.int64)
+        self.inside = np.zeros(count, dtype=np.float64)
+        self._positive = None
+
+    def add_logits(self, y0: int, y1: int, logits: np.ndarray) -> None:
+        """logits: (y1 - y0, Q, W) mask logits of every query at output rows [y0, y1)."""
+        positive = logits[:, self.queries] > 0  # (n, U, W)
+        self.masks[:, y0:y1] = positive.transpose(1, 0, 2)
+        self.rows_occupied[:, y0:y1] = positive.any(2).T
+        self.columns_occupied |= positive.any(0)
+        self.area += positive.sum((0, 2))
+        self._positive = positive
+
+    def add_probs(self, probs: np.ndarray) -> None:
+        """probs: the sigmoid of the block last given to :meth:`add_logits`."""
+        selected = probs[:, self.queries]
+        self.inside += (selected * self._positive).sum((0, 2))
+
+    def result(self) -> Dict[str, np.ndarray]:
+        """{"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes":
+        (N, 4) XYXY}, best score first; scored by class probability times the mean mask
+        probability inside the binary mask."""
+        mask_scores = (self.inside / (self.area + 1e-6)).astype(np.float32)
+        scores = self.class_scores.astype(np.float32) * mask_scores[self.instance_to_query]
+        best_first = np.argsort(-scores, kind="stable")
+        query_of = self.instance_to_query[best_first]
+        return {
+            "scores": scores[best_first],
+            "pred_classes": self.labels[best_first],
+            "pred_masks": self.masks[query_of],
+            "pred_boxes": occupied_boxes(self.rows_occupied, self.columns_occupied)[query_of],
+        }
+
+
+def occupied_boxes(rows_occupied: np.ndarray, columns_occupied: np.ndarray) -> np.ndarray:
+    """
+    (N, 4) float32 XYXY tight boxes of N masks from their (N, H) row and (N, W) column
+    occupancy, as the model gives them: x1 is the last column + 1 (rows alike); an empty mask
+    gets zeros.
+    """
+    def extents(occupied: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        first = occupied.argmax(1)
+        end = occupied.shape[1] - occupied[:, ::-1].argmax(1)
+        return first, end
+
+    (x0, x1), (y0, y1) = extents(columns_occupied), extents(rows_occupied)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
+    boxes[~columns_occupied.any(1)] = 0
     return boxes
 
 
@@ -151,6 +274,7 @@ def postprocess(
     output_size: Size,
     settings,
     is_thing: Optional[np.ndarray] = None,
+    rows_per_block: Optional[int] = None,
 ) -> Dict:
     """
     Args:
@@ -160,24 +284,43 @@ def postprocess(
             image_size: the image's size in it; output_size: (height, width) of the outputs.
         settings: see the module doc.
         is_thing: (K,) bool, needed by panoptic inference; instance inference then keeps thing
-            classes only.
+            classes only (as the model, which passes it only when panoptic inference is on).
+        rows_per_block: output rows per block (default: about ``BLOCK_BYTES`` of logits).
     Returns:
         {"sem_seg": (K, H, W) float32, "panoptic_seg": ((H, W) int32, segments_info),
-        "instances": dict of :func:`instance_inference`}, the ones turned on.
+        "instances": dict of :meth:`InstanceAccumulator.result`}, the ones turned on.
     """
     if settings.panoptic_on and is_thing is None:
         raise ValueError("panoptic inference needs is_thing, the (K,) bool thing-class mask")
-    resize_to = output_size if settings.sem_seg_postprocess_before_inference else image_size
-    logits = full_resolution_logits(mask_pred, padded_size, image_size, resize_to)
-    result = {}
+    class_probs = softmax(np.asarray(mask_cls, dtype=np.float32))
+    # without resizing before inference (semantic output only), the scores are computed at the
+    # image size and resized after, as sem_seg_postprocess resizes them
+    before = settings.sem_seg_postprocess_before_inference
+    size = tuple(output_size) if before else tuple(image_size)
+    sem_seg = panoptic = instances = None
     if settings.semantic_on:
-        sem_seg = np.einsum("qk,qhw->khw", softmax(mask_cls)[:, :-1], sigmoid(logits), optimize=True)
-        if not settings.sem_seg_postprocess_before_inference:
-            rows, cols = (bilinear_matrix(i, o) for i, o in zip(image_size, output_size))
-            sem_seg = np.einsum("yh,khw,xw->kyx", rows, sem_seg, cols, optimize=True)
-        result["sem_seg"] = sem_seg.astype(np.float32)
-    if settings.panoptic_on:
-        result["panoptic_seg"] = panoptic_inference(mask_cls, sigmoid(logits), is_thing, settings)
-    if settings.instance_on:
-        result["instances"] = instance_inference(mask_cls, logits, is_thing, settings.test_topk_per_image)
+        sem_seg = np.empty((class_probs.shape[1] - 1, *size), dtype=np.float32)
+        mixing = np.ascontiguousarray(class_probs[:, :-1].T)  # (K, Q)
+    if settings.panoptic_on and before:
+        panoptic = PanopticAccumulator(class_probs, is_thing, settings, size)
+    if settings.instance_on and before:
+        instances = InstanceAccumulator(class_probs, is_thing, settings.test_topk_per_image, size)
+    for y0, y1, block in logit_row_blocks(mask_pred, padded_size, image_size, size, rows_per_block):
+        if instances is not None:
+            instances.add_logits(y0, y1, block)
+        probs = sigmoid_(block)  # (n, Q, W)
+        if sem_seg is not None:
+            # (K, Q) @ (n, Q, W) -> (n, K, W), written into the output's rows in place
+            np.matmul(mixing, probs, out=sem_seg[:, y0:y1].transpose(1, 0, 2))
+        if panoptic is not None:
+            panoptic.add(y0, y1, probs)
+        if instances is not None:
+            instances.add_probs(probs)
+    result = {}
+    if sem_seg is not None:
+        result["sem_seg"] = sem_seg if size == tuple(output_size) else resize_maps(sem_seg, tuple(output_size))
+    if panoptic is not None:
+        result["panoptic_seg"] = panoptic.result()
+    if instances is not None:
+        result["instances"] = instances.result()
     return result

@@ -19,15 +19,16 @@ TINY_SWIN = ["MODEL.SWIN.EMBED_DIM", "32", "MODEL.SWIN.DEPTHS", "[2, 2, 2, 2]",
              "MODEL.SWIN.NUM_HEADS", "[1, 2, 4, 8]"]
 
 
-def tiny_model(config_path: str):
-    cfg = load_cfg(config_path, tiny_opts() + (TINY_SWIN if "swin" in config_path else []))
+def tiny_model(config_path: str, opts=()):
+    """(model, cfg): the config shrunk (tiny_opts, then ``opts``), random weights (seed 0)."""
+    cfg = load_cfg(config_path, tiny_opts() + (TINY_SWIN if "swin" in config_path else []) + list(opts))
     check_exportable(cfg)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     with torch.no_grad():
         # confident classes, so that panoptic and instance inference keep some queries
         model.sem_seg_head.predictor.class_embed.weight.mul_(20.0)
-    return model
+    return model, cfg
 
 
 def normalised_images(model):
@@ -55,7 +56,7 @@ def _runner(fmt: str, path: str):
 def outputs(request, tmp_path_factory):
     """(model, images, {"pytorch"|format: per image (class logits, mask logits)}, ONNX file) of
     one config."""
-    model = tiny_model(request.param)
+    model, _ = tiny_model(request.param)
     exportable = ExportableMaskFormer(model)
     images = normalised_images(model)
     paths = {}

@@ -55,6 +55,9 @@ def test_tool_exports_weights_that_compute_the_models_logits(tmp_path):
     with open(os.path.join(out, "export_info.json")) as f:
         info = json.load(f)
     assert info["pixel_mean"] == model.pixel_mean.flatten().tolist() and info["size_divisibility"] == 32
+    assert (info["min_size_test"], info["max_size_test"], info["num_queries"], info["num_classes"]) == (64, 128, 8, 5)
+    # the dataset's 133 classes do not fit the shrunk model's 5: no names, but the thing classes
+    assert info["dataset"] == "coco_2017_val_panoptic_with_sem_seg" and "class_names" not in info
     size, padded = (90, 110), (96, 128)
     results = postprocess(got[0][0], got[1][0], padded, size, size, SimpleNamespace(**info["settings"]),
                           np.array(info["is_thing"]))
@@ -75,3 +78,43 @@ def test_tool_rejects_a_config_it_cannot_export(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot be exported" in err and "MODEL.META_ARCHITECTURE = 'SemanticSegmentor'" in err
     assert not os.listdir(tmp_path)
+
+
+def test_tool_names_a_video_config_as_not_exportable_before_building_anything(tmp_path, capsys, monkeypatch):
+    """A video config: its own keys (unknown to the image config) do not hide what is not
+    exportable, and no model is built."""
+    config = tmp_path / "video.yaml"
+    config.write_text(
+        f"_BASE_: {os.path.join(REPO, CONFIG)}\n"
+        "MODEL:\n"
+        "  META_ARCHITECTURE: VideoMaskFormer\n"
+        "  MASK_FORMER:\n"
+        "    TRANSFORMER_DECODER_NAME: VideoMultiScaleMaskedTransformerDecoder\n"
+        "INPUT:\n"
+        "  SAMPLING_FRAME_NUM: 2\n"
+        "DATASETS:\n"
+        "  TRAIN: ('ytvis_2019_train',)\n"
+    )
+    tool = _tool()
+
+    def no_build(cfg):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(tool, "build_model", no_build)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--config-file", str(config), "--format", "onnx", "--output", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(config) in err and "cannot be exported" in err
+    assert "MODEL.META_ARCHITECTURE = 'VideoMaskFormer'" in err
+    assert "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = 'VideoMultiScaleMaskedTransformerDecoder'" in err
+    assert "SAMPLING_FRAME_NUM" not in err and not out.exists()
+
+
+def test_tool_override_of_a_component_is_checked(tmp_path, capsys):
+    argv = ["--config-file", os.path.join(REPO, CONFIG), "--output", str(tmp_path / "out"),
+            "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "BasePixelDecoder"]
+    with pytest.raises(SystemExit):
+        _tool().main(argv)
+    assert "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = 'BasePixelDecoder'" in capsys.readouterr().err

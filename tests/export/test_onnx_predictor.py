@@ -1,7 +1,10 @@
 """demo/onnx_predictor.py on a tiny exported panoptic model: in a process where importing torch
-or detectron2 fails it draws every image and its outputs are MaskFormer's on the same image
-(semantic argmax on >= 99.9 % of pixels, the same panoptic segments, instance scores within
-1e-3); a model folder that does not fit its metadata and an unreadable image are named."""
+or detectron2 fails it draws every image and its outputs are those of demo/demo.py's predictor
+(detectron2's DefaultPredictor: test-time resize, MaskFormer) on the same image, from the
+export's metadata alone (semantic argmax on >= 99.9 % of pixels, the same panoptic segments,
+instance scores within 1e-3); its resize is Pillow's, exactly; a model folder that does not fit
+its metadata and an unreadable image are named."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -15,17 +18,28 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+
+from detectron2.data import MetadataCatalog
 from detectron2.data.transforms import ResizeShortestEdge
-from mask2former.export.exporter import export
-from mask2former.export.model import ExportableMaskFormer, deployment_info
+from detectron2.engine import DefaultPredictor
+from mask2former.export.exporter import export, write_deployment_info
+from mask2former.export.model import ExportableMaskFormer
 from model_utils import REPO
 from test_export import tiny_model
 
 CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SCRIPT = os.path.join(REPO, "demo", "onnx_predictor.py")
 MIN_SIZE, MAX_SIZE = 64, 128
-# (height, width): one at the test size, one the predictor resizes (to 64x90)
-IMAGE_SIZES = {"at_size": (64, 96), "resized": (50, 70)}
+# (height, width): one at the test size, one the predictor enlarges (to 64x90), one it reduces
+IMAGE_SIZES = {"at_size": (64, 96), "enlarged": (50, 70), "reduced": (150, 230)}
+# a dataset of the tiny model's 5 classes: 3 things, then 2 stuff
+DATASET = "onnx_predictor_test_classes"
+CLASS_NAMES = ["disk", "box", "star", "sky", "grass"]
+CLASS_COLORS = [[220, 20, 60], [0, 0, 142], [250, 170, 30], [70, 130, 180], [107, 142, 35]]
+IS_THING = [True, True, True, False, False]
+MODEL_OPTS = ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", f"('{DATASET}',)",
+              "INPUT.MIN_SIZE_TEST", str(MIN_SIZE), "INPUT.MAX_SIZE_TEST", str(MAX_SIZE)]
 
 
 def _load_script():
@@ -35,25 +49,32 @@ def _load_script():
     return module
 
 
+def register_classes():
+    metadata = MetadataCatalog.get(DATASET)
+    if metadata.get("stuff_classes") is None:
+        metadata.set(stuff_classes=CLASS_NAMES, stuff_colors=CLASS_COLORS, thing_classes=CLASS_NAMES[:3],
+                     thing_dataset_id_to_contiguous_id={10 + i: i for i in range(3)})
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(model, export folder, {name: image path})."""
+    """(model, cfg, export folder, {name: image path})."""
+    register_classes()
     root = tmp_path_factory.mktemp("onnx_predictor")
-    model = tiny_model(CONFIG)
+    model, cfg = tiny_model(CONFIG, MODEL_OPTS)
     sample = torch.randint(0, 256, (1, 3, 64, 96)).float()
     model_dir = str(root / "model")
     with torch.no_grad():
         export(ExportableMaskFormer(model), (sample - model.pixel_mean) / model.pixel_std, "onnx", model_dir)
-    with open(os.path.join(model_dir, "export_info.json"), "w") as f:
-        json.dump(deployment_info(model, "BGR"), f)
-    rng = np.random.default_rng(2)  # a seed whose images give panoptic segments
+    write_deployment_info(model, cfg, model_dir)
+    rng = np.random.default_rng(9)  # a seed whose images give panoptic segments
     images = {}
     for name, (h, w) in IMAGE_SIZES.items():
         images[name] = str(root / f"{name}.png")
         # smooth images: a few large regions, as in a photo
         coarse = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
         cv2.imwrite(images[name], cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR))
-    return model, model_dir, images
+    return model, cfg, model_dir, images
 
 
 def run_without_torch(args):
@@ -68,23 +89,21 @@ def run_without_torch(args):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
-def test_predictor_without_torch_gives_maskformers_outputs(exported, tmp_path):
-    model, model_dir, images = exported
+def test_predictor_without_torch_gives_the_demos_outputs(exported, tmp_path):
+    """The sizes, channel order, thresholds and classes come from export_info.json alone."""
+    model, cfg, model_dir, images = exported
     out = str(tmp_path / "out")
     result = run_without_torch(["--model", model_dir, "--input", *images.values(), "--output", out,
-                                "--min-size", str(MIN_SIZE), "--max-size", str(MAX_SIZE), "--save-outputs"])
+                                "--save-outputs"])
     assert result.returncode == 0, result.stderr
+    demo_predictor = DefaultPredictor(cfg)  # what demo/demo.py runs, with the exported weights
+    demo_predictor.model.load_state_dict(model.state_dict())
     for name, path in images.items():
         image = cv2.imread(path)
         drawing = cv2.imread(os.path.join(out, name + ".png"))
         assert drawing.shape == image.shape and not np.array_equal(drawing, image)
         got = np.load(os.path.join(out, name + ".npz"))
-        # the model on the image as the predictor resizes it, outputs at the original size
-        h, w = _load_script().resized_shape(*image.shape[:2], MIN_SIZE, MAX_SIZE)
-        network_input = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
-        with torch.no_grad():
-            expected = model([{"image": network_input.permute(2, 0, 1).float(),
-                               "height": image.shape[0], "width": image.shape[1]}])[0]
+        expected = demo_predictor(image)
         assert got["sem_seg"].shape == tuple(expected["sem_seg"].shape)
         assert got["sem_seg"].shape[1:] == image.shape[:2]
         agree = (got["sem_seg"].argmax(0) == expected["sem_seg"].argmax(0).numpy()).mean()
@@ -105,6 +124,33 @@ def test_resized_shape_is_detectron2s(size):
     assert _load_script().resized_shape(*size, MIN_SIZE, MAX_SIZE) == expected
 
 
+@pytest.mark.parametrize(
+    "size, new_size",
+    [((50, 70), (64, 90)), ((150, 230), (64, 98)), ((480, 640), (200, 267)), ((37, 41), (37, 200)),
+     ((333, 20), (101, 20)), ((17, 19), (256, 13))],
+)
+def test_resize_is_pillows_bilinear(size, new_size):
+    """Equal to the resize of detectron2's ResizeShortestEdge (Pillow, bilinear), every byte."""
+    image = np.random.default_rng(size[0]).integers(0, 256, (*size, 3), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(image).resize(new_size[::-1], Image.BILINEAR))
+    np.testing.assert_array_equal(_load_script().pillow_bilinear_resize(image, *new_size), expected)
+
+
+def test_export_info_carries_what_the_demo_needs(exported):
+    model, cfg, model_dir, _ = exported
+    with open(os.path.join(model_dir, "export_info.json")) as f:
+        info = json.load(f)
+    assert info["input_format"] == cfg.INPUT.FORMAT == "RGB" and info["size_divisibility"] == 32
+    assert info["pixel_mean"] == model.pixel_mean.flatten().tolist()
+    assert info["pixel_std"] == model.pixel_std.flatten().tolist()
+    assert (info["min_size_test"], info["max_size_test"]) == (MIN_SIZE, MAX_SIZE)
+    assert (info["num_queries"], info["num_classes"]) == (8, 5)
+    assert info["settings"] == dataclasses.asdict(model.postprocessor.settings)
+    assert info["settings"]["panoptic_on"] and info["settings"]["instance_on"] and info["settings"]["semantic_on"]
+    assert info["dataset"] == DATASET and info["class_names"] == CLASS_NAMES
+    assert info["class_colors"] == CLASS_COLORS and info["is_thing"] == IS_THING
+
+
 def _copy(model_dir, tmp_path):
     copy = str(tmp_path / "model")
     shutil.copytree(model_dir, copy)
@@ -120,13 +166,25 @@ def _edit_info(model_dir, edit):
         json.dump(info, f)
 
 
+def _one_more_class(info):
+    info["num_classes"] += 1
+    for key in ("is_thing", "class_names", "class_colors"):
+        info[key].append(info[key][-1])
+
+
 @pytest.mark.parametrize(
     "break_folder, named",
     [
+        (lambda d: _edit_info(d, _one_more_class),
+         ["model.onnx does not fit export_info.json", "class logits", "num_classes 6", "expected (?, 8, 7)"]),
+        (lambda d: _edit_info(d, lambda info: info.update(num_queries=9)),
+         ["model.onnx does not fit export_info.json", "num_queries 9", "(1, 8, 6)"]),
         (lambda d: _edit_info(d, lambda info: info["is_thing"].append(False)),
-         ["model.onnx does not fit export_info.json", "5 classes", "is_thing has 6"]),
+         ["export_info.json: is_thing has 6 entries, num_classes is 5"]),
         (lambda d: _edit_info(d, lambda info: info.update(class_names=["a", "b"])),
-         ["model.onnx does not fit export_info.json", "class_names has 2"]),
+         ["export_info.json: class_names has 2 entries, num_classes is 5"]),
+        (lambda d: _edit_info(d, lambda info: info.pop("is_thing")),
+         ["export_info.json: panoptic inference is on but is_thing"]),
         (lambda d: _edit_info(d, lambda info: info.pop("pixel_std")),
          ["export_info.json: missing key(s) pixel_std"]),
         (lambda d: open(os.path.join(d, "model.onnx"), "wb").write(b"not a graph"),
@@ -134,7 +192,7 @@ def _edit_info(model_dir, edit):
     ],
 )
 def test_model_folder_not_fitting_its_metadata_is_named(exported, tmp_path, capsys, break_folder, named):
-    _, model_dir, images = exported
+    _, _, model_dir, images = exported
     broken = _copy(model_dir, tmp_path)
     break_folder(broken)
     status = _load_script().main(["--model", broken, "--input", images["at_size"], "--output", str(tmp_path / "out")])
@@ -146,7 +204,7 @@ def test_model_folder_not_fitting_its_metadata_is_named(exported, tmp_path, caps
 
 
 def test_unreadable_image_is_named_and_the_others_drawn(exported, tmp_path, capsys):
-    _, model_dir, images = exported
+    _, _, model_dir, images = exported
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image")
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ instance scores within 1e-3; and the module runs without torch."""
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -36,13 +37,14 @@ def test_bilinear_matrix_resizes_as_interpolate(size):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed, rows_per_block", [(0, None), (1, 7)])
 @pytest.mark.parametrize(
     "on, before",
     [((True, True, True), True), ((True, False, False), False), ((False, True, False), True),
      ((False, False, True), True)],
 )
-def test_numpy_postprocessing_equals_maskformers(seed, on, before):
+def test_numpy_postprocessing_equals_maskformers(seed, rows_per_block, on, before):
+    """In one block of rows (the default at this size) and in blocks of 7 rows."""
     settings = InferenceSettings(*on, 0.5, 0.3, 10, before)
     mask_cls, mask_pred = random_logits(seed)
     padded, image, output = (100, 140), (97, 131), (150, 200)
@@ -51,7 +53,7 @@ def test_numpy_postprocessing_equals_maskformers(seed, on, before):
         mask_cls, mask_pred, padded, image, output, is_thing
     )
     got = postprocess(mask_cls.numpy(), mask_pred.numpy(), padded, image, output, settings,
-                      IS_THING if settings.panoptic_on else None)
+                      IS_THING if settings.panoptic_on else None, rows_per_block)
     assert sorted(got) == sorted(expected)
     if settings.semantic_on:
         assert got["sem_seg"].shape == tuple(expected["sem_seg"].shape)
@@ -94,3 +96,14 @@ def test_numpy_postprocessing_runs_without_torch_or_detectron2():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['instances', 'panoptic_seg', 'sem_seg']"
+
+
+def test_extreme_logits_give_probabilities_without_warnings():
+    """Mask logits far below -88 (exp overflows in float32) are probability 0, silently."""
+    settings = InferenceSettings(True, False, False, 0.5, 0.3, 10, True)
+    mask_cls = np.zeros((2, 3), dtype=np.float32)
+    mask_pred = np.stack([np.full((4, 4), -500.0), np.full((4, 4), 500.0)]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sem_seg = postprocess(mask_cls, mask_pred, (16, 16), (16, 16), (16, 16), settings)["sem_seg"]
+    np.testing.assert_allclose(sem_seg, np.full((2, 16, 16), 1 / 3), rtol=1e-6)

@@ -10,15 +10,18 @@ The exported graph takes the normalised image, (B, C, H, W) float =
 ``(image - MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD`` in ``INPUT.FORMAT`` channel order, of any
 height and width (padding to the size divisibility is inside the graph), and returns the
 per-query class logits (B, Q, K + 1) and mask logits (B, Q, H_pad / 4, W_pad / 4). The file is
-``DIR/model.onnx`` or ``DIR/model.ts``; ``DIR/export_info.json`` holds the input's channel
-order and normalisation and the settings of ``mask2former/export/postprocess_numpy.py`` (NumPy
-only: the semantic, panoptic and instance outputs from the logits). Without ``--sample-image``
-the trace runs on a random image; without ``MODEL.WEIGHTS`` the weights are random.
+``DIR/model.onnx`` or ``DIR/model.ts``; ``DIR/export_info.json`` holds what a runtime needs
+to give ``demo/demo.py``'s results without the config (``mask2former.export.model.
+deployment_info``): the test-time resize, channel order and normalisation, the output shapes,
+the settings of ``mask2former/export/postprocess_numpy.py`` (NumPy only: the semantic, panoptic
+and instance outputs from the logits) and the dataset's class names, colors and thing / stuff
+split. Without ``--sample-image`` the trace runs on a random image; without ``MODEL.WEIGHTS``
+the weights are random. A config that cannot be exported (a video model, another
+meta-architecture, pixel or transformer decoder, backbone) stops with one message naming its
+keys, before the config is checked and any model is built.
 """
 import argparse
-import json
 import logging
-import os
 import sys
 
 import torch
@@ -29,10 +32,8 @@ from detectron2.modeling import build_model
 
 from mask2former.checkpoint import CheckpointReadError, load_model_weights
 from mask2former.config import build_config_or_exit
-from mask2former.export.exporter import EXPORT_FORMATS, export
-from mask2former.export.model import ExportableMaskFormer, check_exportable, deployment_info
-
-INFO_FILE = "export_info.json"
+from mask2former.export.exporter import EXPORT_FORMATS, export, write_deployment_info
+from mask2former.export.model import ExportableMaskFormer, check_exportable_file
 # The size of the random image traced without --sample-image: any size gives the same graph.
 RANDOM_SAMPLE_SIZE = (256, 320)
 
@@ -59,11 +60,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    cfg = build_config_or_exit(parser, args)
     try:
-        check_exportable(cfg)
+        # before the config is checked: a video config's own keys are unknown to the image config
+        check_exportable_file(args.config_file, args.opts)
     except ValueError as e:
         parser.error(f"{args.config_file}: {e}")
+    cfg = build_config_or_exit(parser, args)
     model = build_model(cfg.clone()).to("cpu").eval()
     if cfg.MODEL.WEIGHTS:
         try:
@@ -75,9 +77,7 @@ def main(argv=None) -> int:
     image = sample_image(cfg, args.sample_image)
     normalised = ((image - model.pixel_mean) / model.pixel_std)[None]
     path = export(ExportableMaskFormer(model), normalised, args.format, args.output)
-    info_path = os.path.join(args.output, INFO_FILE)
-    with open(info_path, "w") as f:
-        json.dump(deployment_info(model, cfg.INPUT.FORMAT), f, indent=2)
+    info_path = write_deployment_info(model, cfg, args.output)
     print(f"exported {args.config_file} to {path} (input and post-processing settings: {info_path})")
     return 0
 
