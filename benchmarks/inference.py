@@ -48,7 +48,7 @@ TASKS = {
 SIZES = [(512, 768), (800, 1333)]
 STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
 # parts of the post-processing stage, timed by wrapping a function: name -> (module, function)
-PARTS = {"boxes": ("mask2former.modeling.postprocessing", "mask_boxes")}
+PARTS = {"boxes": ("mask2former.modeling.segment_assembly", "mask_boxes")}
 
 
 def case_list(which: str) -> List[Dict]:
