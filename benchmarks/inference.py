@@ -46,6 +46,7 @@ TASKS = {
     ("semantic", "Swin-T"): SEMANTIC_SWIN_T,
 }
 SIZES = [(512, 768), (800, 1333)]
+LARGE = (3000, 4000)
 STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
 # parts of the post-processing stage, timed by wrapping a function: name -> (module, function)
 PARTS = {"boxes": ("mask2former.modeling.segment_assembly", "mask_boxes")}
@@ -62,6 +63,13 @@ def case_list(which: str) -> List[Dict]:
         ]
     if which == "quick":
         return [{"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 1}]
+    if which == "large":
+        # a 3000x4000 photo with full-resolution outputs: processed at full size, and at the
+        # config's test size (short side 800) as DefaultPredictor and evaluation run it
+        return [
+            {"task": "panoptic", "backbone": "R50", "size": s, "output": LARGE, "batch": 1}
+            for s in (LARGE, (800, 1067))
+        ]
     cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
     cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
     cases += [{"task": t, "backbone": "R50", "size": SIZES[0], "batch": 1} for t in ("instance", "semantic")]
@@ -174,6 +182,7 @@ def measure_case(spec: Dict) -> Dict:
         return times
 
     autocast = torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else None
+    rss_before = resident_mb()
     runs = []
     with torch.no_grad():
         for i in range(spec["repeats"] + 1):
@@ -196,7 +205,15 @@ def measure_case(spec: Dict) -> Dict:
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # above the process with the model and the inputs built: what inference itself needs
+        result["peak_growth_mb"] = result["peak_memory_mb"] - rss_before
     return result
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ------------------------------------------------------------------------------ table
@@ -204,7 +221,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
     head = ["task", "backbone", "input", "batch", "device"]
     head += [f"{s} (ms)" for s in ("backbone", "pixel dec.", "transf. dec.", "post-proc.")]
     head += [f"of which {name} (ms, % of latency)" for name in PARTS]
-    head += ["latency / image (ms)", "images / s", "peak mem. (MB)"]
+    head += ["latency / image (ms)", "images / s", "peak mem. (MB)", "peak growth (MB)"]
     for name in baselines:
         head += [f"{name}: latency / image (ms)", f"this / {name}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -220,6 +237,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
             for name in PARTS
         ]
         cells += [f"{cur['total'] / n * 1e3:.0f}", f"{n / cur['total']:.2f}", f"{cur['peak_memory_mb']:.0f}"]
+        cells.append("-" if cur.get("peak_growth_mb") is None else f"{cur['peak_growth_mb']:.0f}")
         for name in baselines:
             base = r[name]
             cells += [f"{base['total'] / n * 1e3:.0f}", f"{cur['total'] / base['total']:.2f}"]
@@ -229,7 +247,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", choices=["quick", "default", "full"], default="default")
+    parser.add_argument("--cases", choices=["quick", "default", "full", "large"], default="default")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="also run every case with CUDA autocast")
@@ -278,7 +296,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     text = "\n".join([
-        "## Inference (whole model, by stage)" + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
+        "## Inference (whole model, by stage)" + (", 3000x4000" if args.cases == "large" else "")
+        + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads; device: {args.device}"
@@ -294,7 +313,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         "- stages: backbone (with normalisation and padding), pixel decoder, transformer decoder, "
         "post-processing (`MaskFormer.inference`; of which the instance boxes, `mask_boxes`, with their "
         "median share of a batch's time); latency per image = batch time / batch; peak "
-        "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU)",
+        "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU); peak growth (CPU) = "
+        "peak RSS minus the RSS before the first batch (model and inputs built)",
         "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
         "post-processing is cheaper than with trained weights"
         + ("; `--distinct-instances`: every instance from its own query (the most instance masks)"
@@ -306,7 +326,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ])
     if not args.no_write:
         # one section per allocator setting, so that a run with the other keeps this one's table
-        section = "inference" if args.malloc == "keep" else f"inference, --malloc {args.malloc}"
+        section = "inference" + (", large" if args.cases == "large" else "")
+        section += "" if args.malloc == "keep" else f", --malloc {args.malloc}"
         write_section(section, text)
         print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
 

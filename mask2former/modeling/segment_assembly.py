@@ -157,7 +157,7 @@ def _extents(occupied: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def instances_of_masks(
     class_scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, inside: torch.Tensor,
-    dtype: torch.dtype = torch.float32,
+    area: torch.Tensor, dtype: torch.dtype = torch.float32,
 ) -> Instances:
     """
     Instances scored by class probability times the mean mask probability inside the binary
@@ -166,18 +166,18 @@ def instances_of_masks(
     Args:
         class_scores, labels: (N,) class probability and class of each instance.
         masks: (N, H, W) bool, the instances' binary masks (mask logits > 0).
-        inside: (N,) sum of each instance's mask probability over its binary mask.
+        inside, area: (N,) sum of each instance's mask probability over its binary mask, and
+            the binary mask's area.
     Returns:
         Instances of image size (H, W) with pred_masks (N, H, W) (float 0/1, or bool above
         :data:`FLOAT_MASKS_MAX_BYTES`), pred_boxes (N, 4) (:func:`mask_boxes`), scores (N,)
         and pred_classes (N,).
     """
-    area = masks.flatten(1).sum(1).to(inside.dtype)
     result = Instances(tuple(masks.shape[-2:]))
     float_bytes = masks.numel() * torch.finfo(dtype).bits // 8
     result.pred_masks = masks if float_bytes > FLOAT_MASKS_MAX_BYTES else masks.to(dtype)
     result.pred_boxes = Boxes(mask_boxes(masks))
-    result.scores = class_scores.to(dtype) * (inside / (area + 1e-6)).to(dtype)
+    result.scores = class_scores.to(dtype) * (inside / (area.to(inside.dtype) + 1e-6)).to(dtype)
     result.pred_classes = labels
     return result
 
@@ -197,18 +197,25 @@ def instances_from_query_masks(
         mask_prob: (M, H, W) sigmoid of the same queries' mask logits.
         instance_to_mask: (N,) index into the M masks of each instance's query.
     """
-    flat = binary_masks.flatten(1).to(mask_prob.dtype)
-    # mean mask probability inside the binary mask, (M,): one dot product per mask
-    inside = torch.bmm(mask_prob.flatten(1)[:, None, :], flat[:, :, None]).view(-1)
+    inside, area = _mask_sums(mask_prob.flatten(1), binary_masks.flatten(1))
     return instances_of_masks(
-        class_scores, labels, binary_masks[instance_to_mask], inside[instance_to_mask], mask_prob.dtype
+        class_scores, labels, binary_masks[instance_to_mask], inside[instance_to_mask],
+        area[instance_to_mask], mask_prob.dtype,
     )
+
+
+def _mask_sums(probs: torch.Tensor, binary: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(M, L) probabilities and (M, L) bool masks: (M,) sum of the probabilities inside each
+    mask (one dot product per mask) and (M,) the mask's area, both of the probabilities' dtype."""
+    flat = binary.to(probs.dtype)
+    return torch.bmm(probs[:, None, :], flat[:, :, None]).view(-1), flat.sum(1)
 
 
 class InstanceRows:
     """
     The binary masks (logits > 0) of the instances' queries, one bool mask per instance, and the
-    sums of their probabilities inside them, from rows of every query's mask logits.
+    sums of their probabilities inside them, from rows of every query's mask logits. The work is
+    done once per distinct query; an instance's rows are a copy of its query's.
 
     Args:
         queries: (N,) the query of each instance (a query may serve several instances).
@@ -216,18 +223,26 @@ class InstanceRows:
     """
 
     def __init__(self, queries: torch.Tensor, size: Tuple[int, int], dtype: torch.dtype):
-        self.queries = queries
-        self.masks = torch.empty((len(queries), *size), dtype=torch.bool, device=queries.device)
-        self.inside = torch.zeros(len(queries), dtype=dtype, device=queries.device)
+        self.unique, self.instance_of = torch.unique(queries, return_inverse=True)
+        device = queries.device
+        self.masks = torch.empty((len(queries), *size), dtype=torch.bool, device=device)
+        self.sums = torch.zeros((2, len(self.unique)), dtype=dtype, device=device)  # inside, area
+        self._positive = None  # (U, n, W) the current rows' binary masks of the distinct queries
 
     def add_logits(self, y0: int, y1: int, logits: torch.Tensor) -> None:
         """Rows [y0, y1) of every query's mask logits, (y1 - y0, Q, W)."""
-        torch.gt(logits[:, self.queries].transpose(0, 1), 0, out=self.masks[:, y0:y1])
+        n, _, width = logits.shape
+        self._positive = torch.empty((len(self.unique), n, width), dtype=torch.bool, device=logits.device)
+        torch.gt(logits[:, self.unique].transpose(0, 1), 0, out=self._positive)
+        self.masks[:, y0:y1] = self._positive[self.instance_of]
 
     def add_probs(self, y0: int, y1: int, probs: torch.Tensor) -> None:
         """The same rows' mask probabilities, (y1 - y0, Q, W), after :meth:`add_logits`."""
-        rows = probs[:, self.queries].transpose(0, 1)
-        self.inside += (rows * self.masks[:, y0:y1]).sum((1, 2))
+        rows = probs[:, self.unique].transpose(0, 1).reshape(len(self.unique), -1)
+        inside, area = _mask_sums(rows, self._positive.view(len(self.unique), -1))
+        self.sums += torch.stack([inside, area])
+        self._positive = None
 
     def result(self, class_scores: torch.Tensor, labels: torch.Tensor) -> Instances:
-        return instances_of_masks(class_scores, labels, self.masks, self.inside, self.inside.dtype)
+        inside, area = self.sums[:, self.instance_of]
+        return instances_of_masks(class_scores, labels, self.masks, inside, area, self.sums.dtype)
