@@ -68,7 +68,7 @@ def case_list(which: str) -> List[Dict]:
         # config's test size (short side 800) as DefaultPredictor and evaluation run it
         return [
             {"task": "panoptic", "backbone": "R50", "size": s, "output": LARGE, "batch": 1}
-            for s in (LARGE, (800, 1067))
+            for s in ((800, 1067), LARGE)
         ]
     cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
     cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
@@ -191,7 +191,7 @@ def measure_case(spec: Dict) -> Dict:
                     runs.append(staged())
             else:
                 runs.append(staged())
-    runs = runs[1:]  # warm-up
+    runs = runs[1:] or runs  # warm-up (kept with --repeats 0: one run, no warm-up)
     result = {k: statistics.median(r[k] for r in runs) for k in STAGES}
     result["total"] = statistics.median(sum(r[k] for k in STAGES) for r in runs)
     for name in PARTS:

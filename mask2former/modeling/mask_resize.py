@@ -114,7 +114,7 @@ def logit_row_blocks(
         rows_per_block = budget // row_bytes
     rows_per_block = max(1, min(rows_per_block, out_h))
     # input rows whose columns are resized at once, ahead of the blocks that read them
-    rows_ahead = max(1, 4 * budget // row_bytes)
+    rows_ahead = max(1, budget // row_bytes)
 
     def resized_columns(i0: int, i1: int) -> torch.Tensor:
         rows = mask_pred[:, i0:i1].transpose(0, 1).reshape((i1 - i0) * num_queries, w)

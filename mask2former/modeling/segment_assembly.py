@@ -226,7 +226,9 @@ class InstanceRows:
         self.unique, self.instance_of = torch.unique(queries, return_inverse=True)
         device = queries.device
         self.masks = torch.empty((len(queries), *size), dtype=torch.bool, device=device)
-        self.sums = torch.zeros((2, len(self.unique)), dtype=dtype, device=device)  # inside, area
+        # inside, area; summed over the blocks in float64, so that many blocks round as one
+        self.sums = torch.zeros((2, len(self.unique)), dtype=torch.float64, device=device)
+        self.dtype = dtype
         self._positive = None  # (U, n, W) the current rows' binary masks of the distinct queries
 
     def add_logits(self, y0: int, y1: int, logits: torch.Tensor) -> None:
@@ -240,9 +242,9 @@ class InstanceRows:
         """The same rows' mask probabilities, (y1 - y0, Q, W), after :meth:`add_logits`."""
         rows = probs[:, self.unique].transpose(0, 1).reshape(len(self.unique), -1)
         inside, area = _mask_sums(rows, self._positive.view(len(self.unique), -1))
-        self.sums += torch.stack([inside, area])
+        self.sums += torch.stack([inside, area]).to(self.sums.dtype)
         self._positive = None
 
     def result(self, class_scores: torch.Tensor, labels: torch.Tensor) -> Instances:
         inside, area = self.sums[:, self.instance_of]
-        return instances_of_masks(class_scores, labels, self.masks, inside, area, self.sums.dtype)
+        return instances_of_masks(class_scores, labels, self.masks, inside, area, self.dtype)
