@@ -174,9 +174,10 @@ def measure_case(spec: Dict) -> Dict:
         sync()
         times["transformer_decoder"] = time.perf_counter() - t
         t = time.perf_counter()
-        model.inference(outputs, inputs, images)
+        results = model.inference(outputs, inputs, images)
         sync()
         times["postprocess"] = time.perf_counter() - t
+        times["outputs_mb"] = output_bytes(results) / 2**20
         for name, calls in part_calls.items():
             times[name] = None if calls is None else sum(calls)
         return times
@@ -194,6 +195,7 @@ def measure_case(spec: Dict) -> Dict:
     runs = runs[1:] or runs  # warm-up (kept with --repeats 0: one run, no warm-up)
     result = {k: statistics.median(r[k] for r in runs) for k in STAGES}
     result["total"] = statistics.median(sum(r[k] for k in STAGES) for r in runs)
+    result["outputs_mb"] = runs[-1]["outputs_mb"]
     for name in PARTS:
         part = [r[name] for r in runs]
         # the part's share of each run's total, so that a noisy run does not skew it
@@ -210,6 +212,18 @@ def measure_case(spec: Dict) -> Dict:
     return result
 
 
+def output_bytes(results) -> int:
+    """Bytes of the tensors of inference's outputs: sem_seg, panoptic ids, instance fields."""
+    import torch
+
+    tensors = []
+    for r in results:
+        tensors += [r.get("sem_seg"), r.get("panoptic_seg", (None,))[0]]
+        if "instances" in r:
+            tensors += [v.tensor if hasattr(v, "tensor") else v for v in r["instances"].get_fields().values()]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
 def resident_mb() -> float:
     """This process's resident memory now, in MB (Linux)."""
     with open("/proc/self/statm") as f:
@@ -221,7 +235,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
     head = ["task", "backbone", "input", "batch", "device"]
     head += [f"{s} (ms)" for s in ("backbone", "pixel dec.", "transf. dec.", "post-proc.")]
     head += [f"of which {name} (ms, % of latency)" for name in PARTS]
-    head += ["latency / image (ms)", "images / s", "peak mem. (MB)", "peak growth (MB)"]
+    head += ["latency / image (ms)", "images / s", "peak mem. (MB)", "peak growth (MB)", "outputs (MB)"]
     for name in baselines:
         head += [f"{name}: latency / image (ms)", f"this / {name}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -237,7 +251,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
             for name in PARTS
         ]
         cells += [f"{cur['total'] / n * 1e3:.0f}", f"{n / cur['total']:.2f}", f"{cur['peak_memory_mb']:.0f}"]
-        cells.append("-" if cur.get("peak_growth_mb") is None else f"{cur['peak_growth_mb']:.0f}")
+        cells += ["-" if cur.get(k) is None else f"{cur[k]:.0f}" for k in ("peak_growth_mb", "outputs_mb")]
         for name in baselines:
             base = r[name]
             cells += [f"{base['total'] / n * 1e3:.0f}", f"{cur['total'] / base['total']:.2f}"]
@@ -314,7 +328,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         "post-processing (`MaskFormer.inference`; of which the instance boxes, `mask_boxes`, with their "
         "median share of a batch's time); latency per image = batch time / batch; peak "
         "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU); peak growth (CPU) = "
-        "peak RSS minus the RSS before the first batch (model and inputs built)",
+        "peak RSS minus the RSS before the first batch (model and inputs built); outputs = the bytes "
+        "of the tensors inference returns (sem_seg, panoptic ids, instance fields), part of the growth",
         "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
         "post-processing is cheaper than with trained weights"
         + ("; `--distinct-instances`: every instance from its own query (the most instance masks)"
