@@ -187,23 +187,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"(metrics in %); plain: {metrics}"
     )
     print("\n" + summary)
-    cmd = "python benchmarks/evaluation.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        "## Evaluation throughput (`train_net.py --eval-only` loop, synthetic validation split)",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
-        f"- CPU: {cpu_model()}, {args.threads} torch threads; torch {torch.__version__}; load average "
+    notes = [
+        "date: " + datetime.date.today().isoformat() + "; command: `python benchmarks/evaluation.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
+        f"CPU: {cpu_model()}, {args.threads} torch threads; torch {torch.__version__}; load average "
         f"1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
-        f"- `{args.config}`, " + (f"weights `{args.weights}`" if args.weights else "random weights (seed 0)")
-        + f", {best['plain']['images']} generated validation images (128x128); both settings in "
-        f"one process, alternating, the faster of {args.rounds} evaluations each",
-        "- parts per image: data = waiting for the loader, model = `model(inputs)` (of which "
-        "postprocess = `MaskFormer.inference`), process = `evaluator.process`, evaluate = "
-        "`evaluator.evaluate` (PQ, AP, mIoU) spread over the images",
-        f"- {summary}",
-        "",
-        table,
-    ])
+        f"`{args.config}`, " + (f"weights `{args.weights}`" if args.weights else "random weights (seed 0)")
+        + f", {best['plain']['images']} generated validation images (128x128); the settings in "
+        f"one process, alternating, the fastest of {args.rounds} evaluations each",
+        "parts per image: data = waiting for the loader, model = `model(inputs)` (of which "
+        "postprocess = `MaskFormer.inference`), process = `evaluator.process` (with evaluator "
+        "threads: the main thread's wait for them), evaluate = `evaluator.evaluate` (PQ, AP, mIoU) "
+        "spread over the images",
+        summary,
+    ]
+    title = "## Evaluation throughput (`train_net.py --eval-only` loop, synthetic validation split)"
+    text = "\n".join([title, ""] + ["- " + note for note in notes] + ["", table])
     if not args.no_write:
         write_section("evaluation", text)
         print("wrote the 'evaluation' section of benchmarks/RESULTS.md")
