@@ -11,6 +11,8 @@ over ``--repeats`` batches after one warm-up.
 
     .venv/bin/python benchmarks/inference.py                          # default cases, CPU, 2 threads
     .venv/bin/python benchmarks/inference.py --cases full --device cuda --amp
+    # a 3000x4000 image's outputs (input at the test size; large-full: at full size), peak RSS
+    .venv/bin/python benchmarks/inference.py --cases large --repeats 0 --rounds 1 --malloc default --distinct-instances
     # side by side with another checkout of the project (same cases, alternating runs):
     .venv/bin/python benchmarks/inference.py --baseline before=/tmp/baseline
 
@@ -63,13 +65,11 @@ def case_list(which: str) -> List[Dict]:
         ]
     if which == "quick":
         return [{"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 1}]
-    if which == "large":
-        # a 3000x4000 photo with full-resolution outputs: processed at full size, and at the
-        # config's test size (short side 800) as DefaultPredictor and evaluation run it
-        return [
-            {"task": "panoptic", "backbone": "R50", "size": s, "output": LARGE, "batch": 1}
-            for s in ((800, 1067), LARGE)
-        ]
+    if which in ("large", "large-full"):
+        # a 3000x4000 photo with full-resolution outputs, processed at the config's test size
+        # (short side 800) as DefaultPredictor and evaluation run it, or at its full size
+        size = LARGE if which == "large-full" else (800, 1067)
+        return [{"task": "panoptic", "backbone": "R50", "size": size, "output": LARGE, "batch": 1}]
     cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
     cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
     cases += [{"task": t, "backbone": "R50", "size": SIZES[0], "batch": 1} for t in ("instance", "semantic")]
@@ -261,7 +261,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", choices=["quick", "default", "full", "large"], default="default")
+    parser.add_argument("--cases", choices=["quick", "default", "full", "large", "large-full"], default="default")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="also run every case with CUDA autocast")
@@ -310,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     text = "\n".join([
-        "## Inference (whole model, by stage)" + (", 3000x4000" if args.cases == "large" else "")
+        "## Inference (whole model, by stage)" + (", 3000x4000 outputs" if args.cases.startswith("large") else "")
         + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
@@ -341,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ])
     if not args.no_write:
         # one section per allocator setting, so that a run with the other keeps this one's table
-        section = "inference" + (", large" if args.cases == "large" else "")
+        section = "inference" + (f", {args.cases}" if args.cases.startswith("large") else "")
         section += "" if args.malloc == "keep" else f", --malloc {args.malloc}"
         write_section(section, text)
         print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
