@@ -321,8 +321,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         "size fed to the model directly (outputs at the same size unless the table says "
         "otherwise); all outputs the config turns "
         "on (COCO panoptic configs: semantic + panoptic + instance)",
-        f"- each figure: the faster of {args.rounds} runs (fresh process each), each the median of "
-        f"{args.repeats} batches after one warm-up; load average 1/5/15 min at the end: "
+        f"- each figure: the faster of {args.rounds} runs (fresh process each), each "
+        + (f"the median of {args.repeats} batches after one warm-up" if args.repeats else "one batch, no warm-up")
+        + f"; load average 1/5/15 min at the end: "
         f"{load_average()} on {os.cpu_count()} cores",
         "- stages: backbone (with normalisation and padding), pixel decoder, transformer decoder, "
         "post-processing (`MaskFormer.inference`; of which the instance boxes, `mask_boxes`, with their "
