@@ -17,6 +17,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from mask2former.modeling import mask_resize, segment_assembly
 from mask2former.modeling.postprocessing import BlockwisePostProcessor, InferenceSettings, PlainPostProcessor
+from model_utils import REPO
 
 NUM_CLASSES, QUERIES = 12, 10
 IS_THING = torch.arange(NUM_CLASSES) < 6
@@ -94,7 +95,9 @@ result = BlockwisePostProcessor(settings)(
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 instances = result["instances"]
 outputs = sum(t.numel() * t.element_size() for t in (result["sem_seg"], result["panoptic_seg"][0], instances.pred_masks))
-print(json.dumps({"growth": peak - before, "outputs": outputs, "instances": len(instances)}))
+import mask2former, os
+package = os.path.dirname(os.path.abspath(mask2former.__file__))
+print(json.dumps({"growth": peak - before, "outputs": outputs, "instances": len(instances), "package": package}))
 """
 
 
@@ -103,9 +106,10 @@ def test_post_processing_memory_is_the_outputs_own():
     process: the peak RSS growth is the outputs' size (99 MB) plus a few blocks of working
     memory, where the plain computation holds every query's float logits (216 MB), their
     sigmoid (216 MB) and the instance masks as floats (216 MB)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, env=env)
+    # this checkout's package, whatever other checkouts earlier tests put on sys.path
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     measured = json.loads(out.stdout.strip().splitlines()[-1])
-    assert measured["instances"] == 100
+    assert measured["package"] == os.path.join(REPO, "mask2former") and measured["instances"] == 100
     assert measured["growth"] < measured["outputs"] + 96 * 2**20, measured
