@@ -92,7 +92,9 @@ before = resident()
 result = BlockwisePostProcessor(settings)(
     mask_cls, mask_pred, (256, 384), (250, 375), out, torch.ones(classes, dtype=torch.bool)
 )
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# this process's own high-water mark: ru_maxrss would also count the parent's pages at fork
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 instances = result["instances"]
 outputs = sum(t.numel() * t.element_size() for t in (result["sem_seg"], result["panoptic_seg"][0], instances.pred_masks))
 import mask2former, os
