@@ -38,7 +38,7 @@ import torch
 
 import detectron2.utils.comm as comm
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import DatasetEvaluator, verify_results
 from detectron2.solver import LRScheduler
@@ -52,7 +52,7 @@ from mask2former.checkpoint import (
     load_model_weights,
 )
 from mask2former.config import build_config
-from mask2former.data.build import build_train_mapper
+from mask2former.data.build import build_test_loader, build_train_mapper
 from mask2former.data.dataset_mappers import MaskFormerTestDatasetMapper
 from mask2former.engine import NonFiniteLossError, ReliableTrainer
 from mask2former.evaluation import build_evaluator
@@ -81,8 +81,8 @@ class Trainer(ReliableTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        # images read and checked like the training mappers do
-        return build_detection_test_loader(cfg, dataset_name, mapper=MaskFormerTestDatasetMapper(cfg))
+        # images read and checked like the training mappers do; TEST.IMS_PER_BATCH per batch
+        return build_test_loader(cfg, dataset_name, mapper=MaskFormerTestDatasetMapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:

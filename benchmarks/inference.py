@@ -11,6 +11,8 @@ over ``--repeats`` batches after one warm-up.
 
     .venv/bin/python benchmarks/inference.py                          # default cases, CPU, 2 threads
     .venv/bin/python benchmarks/inference.py --cases full --device cuda --amp
+    # a 3000x4000 image's outputs (input at the test size; large-full: at full size), peak RSS
+    .venv/bin/python benchmarks/inference.py --cases large --repeats 0 --rounds 1 --malloc default --distinct-instances
     # side by side with another checkout of the project (same cases, alternating runs):
     .venv/bin/python benchmarks/inference.py --baseline before=/tmp/baseline
 
@@ -46,9 +48,10 @@ TASKS = {
     ("semantic", "Swin-T"): SEMANTIC_SWIN_T,
 }
 SIZES = [(512, 768), (800, 1333)]
+LARGE = (3000, 4000)
 STAGES = ["backbone", "pixel_decoder", "transformer_decoder", "postprocess"]
 # parts of the post-processing stage, timed by wrapping a function: name -> (module, function)
-PARTS = {"boxes": ("mask2former.modeling.postprocessing", "mask_boxes")}
+PARTS = {"boxes": ("mask2former.modeling.segment_assembly", "mask_boxes")}
 # the most of a batch's time the instance boxes may take (issue 15)
 BOXES_BUDGET = 0.02
 
@@ -64,6 +67,11 @@ def case_list(which: str) -> List[Dict]:
         ]
     if which == "quick":
         return [{"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 1}]
+    if which in ("large", "large-full"):
+        # a 3000x4000 photo with full-resolution outputs, processed at the config's test size
+        # (short side 800) as DefaultPredictor and evaluation run it, or at its full size
+        size = LARGE if which == "large-full" else (800, 1067)
+        return [{"task": "panoptic", "backbone": "R50", "size": size, "output": LARGE, "batch": 1}]
     cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
     cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
     cases += [{"task": t, "backbone": "R50", "size": SIZES[0], "batch": 1} for t in ("instance", "semantic")]
@@ -168,14 +176,16 @@ def measure_case(spec: Dict) -> Dict:
         sync()
         times["transformer_decoder"] = time.perf_counter() - t
         t = time.perf_counter()
-        model.inference(outputs, inputs, images)
+        results = model.inference(outputs, inputs, images)
         sync()
         times["postprocess"] = time.perf_counter() - t
+        times["outputs_mb"] = output_bytes(results) / 2**20
         for name, calls in part_calls.items():
             times[name] = None if calls is None else sum(calls)
         return times
 
     autocast = torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else None
+    rss_before = resident_mb()
     runs = []
     with torch.no_grad():
         for i in range(spec["repeats"] + 1):
@@ -184,9 +194,10 @@ def measure_case(spec: Dict) -> Dict:
                     runs.append(staged())
             else:
                 runs.append(staged())
-    runs = runs[1:]  # warm-up
+    runs = runs[1:] or runs  # warm-up (kept with --repeats 0: one run, no warm-up)
     result = {k: statistics.median(r[k] for r in runs) for k in STAGES}
     result["total"] = statistics.median(sum(r[k] for k in STAGES) for r in runs)
+    result["outputs_mb"] = runs[-1]["outputs_mb"]
     for name in PARTS:
         part = [r[name] for r in runs]
         # the part's share of each run's total, so that a noisy run does not skew it
@@ -198,7 +209,27 @@ def measure_case(spec: Dict) -> Dict:
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # above the process with the model and the inputs built: what inference itself needs
+        result["peak_growth_mb"] = result["peak_memory_mb"] - rss_before
     return result
+
+
+def output_bytes(results) -> int:
+    """Bytes of the tensors of inference's outputs: sem_seg, panoptic ids, instance fields."""
+    import torch
+
+    tensors = []
+    for r in results:
+        tensors += [r.get("sem_seg"), r.get("panoptic_seg", (None,))[0]]
+        if "instances" in r:
+            tensors += [v.tensor if hasattr(v, "tensor") else v for v in r["instances"].get_fields().values()]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ------------------------------------------------------------------------------ table
@@ -206,7 +237,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
     head = ["task", "backbone", "input", "batch", "device"]
     head += [f"{s} (ms)" for s in ("backbone", "pixel dec.", "transf. dec.", "post-proc.")]
     head += [f"of which {name} (ms, % of latency)" for name in PARTS]
-    head += ["latency / image (ms)", "images / s", "peak mem. (MB)"]
+    head += ["latency / image (ms)", "images / s", "peak mem. (MB)", "peak growth (MB)", "outputs (MB)"]
     for name in baselines:
         head += [f"{name}: latency / image (ms)", f"this / {name}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -222,6 +253,7 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
             for name in PARTS
         ]
         cells += [f"{cur['total'] / n * 1e3:.0f}", f"{n / cur['total']:.2f}", f"{cur['peak_memory_mb']:.0f}"]
+        cells += ["-" if cur.get(k) is None else f"{cur[k]:.0f}" for k in ("peak_growth_mb", "outputs_mb")]
         for name in baselines:
             base = r[name]
             cells += [f"{base['total'] / n * 1e3:.0f}", f"{cur['total'] / base['total']:.2f}"]
@@ -241,7 +273,7 @@ def boxes_budget_line(rows: List[Dict]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", choices=["quick", "default", "full"], default="default")
+    parser.add_argument("--cases", choices=["quick", "default", "full", "large", "large-full"], default="default")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="also run every case with CUDA autocast")
@@ -292,7 +324,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     text = "\n".join([
-        "## Inference (whole model, by stage)" + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
+        "## Inference (whole model, by stage)" + (", 3000x4000 outputs" if args.cases.startswith("large") else "")
+        + ("" if args.malloc == "keep" else f", `--malloc {args.malloc}`"),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads; device: {args.device}"
@@ -302,13 +335,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         "size fed to the model directly (outputs at the same size unless the table says "
         "otherwise); all outputs the config turns "
         "on (COCO panoptic configs: semantic + panoptic + instance)",
-        f"- each figure: the faster of {args.rounds} runs (fresh process each), each the median of "
-        f"{args.repeats} batches after one warm-up; load average 1/5/15 min at the end: "
+        f"- each figure: the faster of {args.rounds} runs (fresh process each), each "
+        + (f"the median of {args.repeats} batches after one warm-up" if args.repeats else "one batch, no warm-up")
+        + f"; load average 1/5/15 min at the end: "
         f"{load_average()} on {os.cpu_count()} cores",
         "- stages: backbone (with normalisation and padding), pixel decoder, transformer decoder, "
         "post-processing (`MaskFormer.inference`; of which the instance boxes, `mask_boxes`, with their "
         "median share of a batch's time); latency per image = batch time / batch; peak "
-        "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU)",
+        "memory = the worker's peak RSS (CPU) or peak allocated CUDA memory (GPU); peak growth (CPU) = "
+        "peak RSS minus the RSS before the first batch (model and inputs built); outputs = the bytes "
+        "of the tensors inference returns (sem_seg, panoptic ids, instance fields), part of the growth",
         "- with random weights few queries pass the panoptic confidence threshold, so panoptic "
         "post-processing is cheaper than with trained weights"
         + ("; `--distinct-instances`: every instance from its own query (the most instance masks)"
@@ -321,7 +357,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ])
     if not args.no_write:
         # one section per allocator setting, so that a run with the other keeps this one's table
-        section = "inference" if args.malloc == "keep" else f"inference, --malloc {args.malloc}"
+        section = "inference" + (f", {args.cases}" if args.cases.startswith("large") else "")
+        section += "" if args.malloc == "keep" else f", --malloc {args.malloc}"
         write_section(section, text)
         print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
 

@@ -32,6 +32,13 @@ def add_maskformer2_config(cfg: CN) -> None:
     # is logged and replaced by another random sample instead of stopping the run;
     # see mask2former.data.build.SkipBadSamples.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False
+    # Not reference keys (this project's own), for evaluation throughput: images per batch of
+    # the test loader (images of one size give the outputs of batch 1; images of different sizes
+    # are padded to a common size, as in training, which moves outputs near the padded borders)
+    # and threads that run the evaluators' per-image encoding (RLE, PNG) beside the model;
+    # see mask2former.data.build.build_test_loader and mask2former.evaluation.ThreadedEvaluator.
+    cfg.TEST.IMS_PER_BATCH = 1
+    cfg.TEST.EVALUATOR_THREADS = 0
 
     # solver
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0

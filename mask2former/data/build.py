@@ -4,6 +4,7 @@ import logging
 from typing import Any, Callable, Dict, Optional
 
 from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader
 
 from .dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
@@ -14,7 +15,7 @@ from .dataset_mappers import (
 )
 from .dataset_mappers.common import is_report_count
 
-__all__ = ["MAPPERS", "BAD_SAMPLE_ERRORS", "SkipBadSamples", "build_train_mapper"]
+__all__ = ["MAPPERS", "BAD_SAMPLE_ERRORS", "SkipBadSamples", "build_train_mapper", "build_test_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +106,15 @@ def build_train_mapper(cfg: CfgNode) -> Callable[[dict], Optional[dict]]:
     if cfg.DATALOADER.get("SKIP_BAD_SAMPLES", False):
         return SkipBadSamples(mapper)
     return mapper
+
+
+def build_test_loader(cfg: CfgNode, dataset_name: str, mapper: Callable[[dict], dict]):
+    """
+    detectron2's test loader of ``dataset_name`` (every image once, in order, split over the
+    processes; cfg.DATALOADER.NUM_WORKERS workers) with cfg.TEST.IMS_PER_BATCH images per
+    batch (1 when the config lacks the key).
+    """
+    batch_size = cfg.TEST.get("IMS_PER_BATCH", 1)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"cfg.TEST.IMS_PER_BATCH must be a positive integer, got {batch_size!r}")
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=batch_size)

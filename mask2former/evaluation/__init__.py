@@ -2,5 +2,6 @@
 
 from .build import build_evaluator
 from .instance_evaluation import InstanceSegEvaluator
+from .threaded import ThreadedEvaluators
 
-__all__ = ["build_evaluator", "InstanceSegEvaluator"]
+__all__ = ["build_evaluator", "InstanceSegEvaluator", "ThreadedEvaluators"]

@@ -17,6 +17,7 @@ from detectron2.evaluation import (
 )
 
 from .instance_evaluation import InstanceSegEvaluator
+from .threaded import ThreadedEvaluators
 
 __all__ = ["build_evaluator"]
 
@@ -59,6 +60,9 @@ def build_evaluator(
       :class:`InstanceSegEvaluator`; Cityscapes with its own evaluators, mask AP);
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
     - "lvis": :class:`LVISEvaluator` (box and mask AP).
+
+    With ``TEST.EVALUATOR_THREADS`` > 0 (a project key; default 0) they process each batch on
+    that many background threads (:class:`ThreadedEvaluators`), with the same metrics.
 
     Args:
         output_folder: where evaluators write predictions; default ``OUTPUT_DIR/inference``.
@@ -104,4 +108,9 @@ def build_evaluator(
             f"(MODEL.MASK_FORMER.TEST: SEMANTIC_ON={test.SEMANTIC_ON}, "
             f"INSTANCE_ON={test.INSTANCE_ON}, PANOPTIC_ON={test.PANOPTIC_ON})"
         )
+    threads = cfg.TEST.get("EVALUATOR_THREADS", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"cfg.TEST.EVALUATOR_THREADS must be an integer >= 0, got {threads!r}")
+    if threads:
+        return ThreadedEvaluators(evaluators, threads)
     return DatasetEvaluators(evaluators)

@@ -10,15 +10,17 @@ queries.
 
 Both bilinear resizes are separable, so the whole chain is one linear map per axis: an
 (H_out, h) matrix for the rows and a (W_out, w) one for the columns, with a few non-zeros per
-row. :func:`query_mask_outputs` applies the column map once, to the input's few rows, and the
+row. :func:`query_mask_outputs` applies the column map once per input row, and the
 row map a block of output rows at a time (each a GEMM over the band of input rows the block
 reads), so a block's logits of every query stay in the cache while its sigmoid, its semantic
 scores and its rows of the few full-resolution masks the other outputs need are taken from
-them. The values equal
-the literal chain's up to float rounding (the weights are computed by the same ``interpolate``
-calls, applied to unit vectors).
+them (:func:`logit_row_blocks` yields the blocks). The values equal the literal chain's up to
+float rounding (the weights are computed by the same ``interpolate`` calls, applied to unit
+vectors). The column map is applied to a window of input rows that slides down with the blocks,
+so that at a large output size (3000x4000) no map of every query at the output width exists
+beyond a few rows.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -78,6 +80,62 @@ def _resize_columns(x: torch.Tensor, col_matrix: torch.Tensor, block: int = 64) 
     return out
 
 
+def logit_row_blocks(
+    mask_pred: torch.Tensor,
+    padded_size: Optional[Tuple[int, int]],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+    rows_per_block: Optional[int] = None,
+) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """
+    Every query's logits of the resize chain, a block of output rows at a time.
+
+    Args:
+        mask_pred: (Q, h, w) mask logits of one image.
+        padded_size: the size the logits are first resized to (the padded batch size), or None
+            to skip that resize; image_size: the crop kept from it; output_size: the final size.
+        rows_per_block: output rows per block; by default about 4 MB of logits per block on a
+            CPU and 256 MB on a GPU.
+    Yields:
+        (y0, y1, logits) for consecutive blocks covering the output rows: logits (y1 - y0, Q, W),
+        a new tensor the caller may modify. Nothing when Q, H or W is 0.
+    """
+    num_queries, h, w = mask_pred.shape
+    out_h, out_w = output_size
+    if num_queries == 0 or out_h == 0 or out_w == 0:
+        return
+    pad_h, pad_w = (None, None) if padded_size is None else padded_size
+    device, dtype = mask_pred.device, mask_pred.dtype
+    row_matrix = resize_matrix(h, pad_h, image_size[0], out_h, device, dtype)  # (H, h)
+    col_matrix = resize_matrix(w, pad_w, image_size[1], out_w, device, dtype)  # (W, w)
+    row_bytes = mask_pred.element_size() * num_queries * out_w
+    budget = _BLOCK_BYTES.get(device.type, _BLOCK_BYTES["cpu"])
+    if rows_per_block is None:
+        rows_per_block = budget // row_bytes
+    rows_per_block = max(1, min(rows_per_block, out_h))
+    # input rows whose columns are resized at once, ahead of the blocks that read them
+    rows_ahead = max(1, budget // row_bytes)
+
+    def resized_columns(i0: int, i1: int) -> torch.Tensor:
+        rows = mask_pred[:, i0:i1].transpose(0, 1).reshape((i1 - i0) * num_queries, w)
+        return _resize_columns(rows, col_matrix).view(i1 - i0, num_queries * out_w)
+
+    # (rows, Q * W): input rows [start, start + len(window)) with their columns resized; it
+    # slides down with the blocks (their bands of input rows only move down), so that each
+    # input row is resized once and the whole (h, Q * W) map never exists
+    window, start = mask_pred.new_empty((0, num_queries * out_w)), 0
+    for y0, y1, j0, j1 in _bands(row_matrix, rows_per_block):
+        end = start + window.shape[0]
+        if j1 > end:
+            kept = window[max(0, j0 - start):]
+            first_new = max(end, j0)
+            fresh = resized_columns(first_new, min(h, max(j1, first_new + rows_ahead)))
+            window = torch.cat([kept, fresh]) if len(kept) else fresh
+            start = first_new - len(kept)
+        band = window[j0 - start : j1 - start]
+        yield y0, y1, torch.mm(row_matrix[y0:y1, j0:j1], band).view(y1 - y0, num_queries, out_w)
+
+
 class QueryMaskOutputs(NamedTuple):
     """What :func:`query_mask_outputs` computes; None where not asked for."""
 
@@ -98,59 +156,58 @@ def query_mask_outputs(
     rows_per_block: Optional[int] = None,
 ) -> QueryMaskOutputs:
     """
+    Full-resolution maps of :func:`logit_row_blocks`, taken from each block while it is in the
+    cache.
+
     Args:
-        mask_pred: (Q, h, w) mask logits of one image.
-        padded_size: the size the logits are first resized to (the padded batch size), or None
-            to skip that resize; image_size: the crop kept from it; output_size: the final size.
+        mask_pred, padded_size, image_size, output_size, rows_per_block: as
+            :func:`logit_row_blocks`.
         class_probs: (Q, K) class probabilities without "no object"; when given, the semantic
             scores are computed.
         prob_queries: (R,) query indices whose full-resolution mask probabilities are returned.
         positive_queries: (U,) query indices whose full-resolution binary masks (logits > 0)
             are returned.
-        rows_per_block: output rows per block; by default about 4 MB of logits per block on a
-            CPU and 256 MB on a GPU.
     Returns:
         :class:`QueryMaskOutputs` at ``output_size``.
     """
-    num_queries, h, w = mask_pred.shape
     out_h, out_w = output_size
-    pad_h, pad_w = (None, None) if padded_size is None else padded_size
-    device, dtype = mask_pred.device, mask_pred.dtype
-    row_matrix = resize_matrix(h, pad_h, image_size[0], out_h, device, dtype)  # (H, h)
-    if rows_per_block is None:
-        budget = _BLOCK_BYTES.get(device.type, _BLOCK_BYTES["cpu"])
-        rows_per_block = budget // max(1, mask_pred.element_size() * num_queries * out_w)
-    rows_per_block = max(1, min(rows_per_block, out_h))
-
+    device = mask_pred.device
     sem_seg = probs = positive = None
     if class_probs is not None:
-        sem_seg = mask_pred.new_empty((class_probs.shape[1], out_h, out_w))
-        # (K, Q): the class mixing is one GEMM per block into the output's rows
-        mixing = class_probs.t().to(dtype).contiguous()
+        sem_seg = semantic_scores_buffer(class_probs, output_size, mask_pred.dtype)
+        mixing = class_probs.t().to(mask_pred.dtype).contiguous()
     if prob_queries is not None:
         probs = mask_pred.new_empty((len(prob_queries), out_h, out_w))
     if positive_queries is not None:
         positive = torch.empty((len(positive_queries), out_h, out_w), dtype=torch.bool, device=device)
     if sem_seg is None and probs is None and positive is None:
         return QueryMaskOutputs(None, None, None)
-    if num_queries == 0 or out_h == 0 or out_w == 0:
-        if sem_seg is not None:
-            sem_seg.zero_()
-        return QueryMaskOutputs(sem_seg, probs, positive)
-
-    # (h, Q * W): the columns resized once, at the input's few rows; then the rows a block at a
-    # time, each block one GEMM over the band of input rows it reads
-    col_matrix = resize_matrix(w, pad_w, image_size[1], out_w, device, dtype)  # (W, w)
-    by_row = _resize_columns(mask_pred.transpose(0, 1).reshape(h * num_queries, w), col_matrix)
-    by_row = by_row.view(h, num_queries * out_w)
-    for y0, y1, j0, j1 in _bands(row_matrix, rows_per_block):
-        block = torch.mm(row_matrix[y0:y1, j0:j1], by_row[j0:j1]).view(y1 - y0, num_queries, out_w)
+    for y0, y1, block in logit_row_blocks(mask_pred, padded_size, image_size, output_size, rows_per_block):
         if positive is not None:
             torch.gt(block[:, positive_queries].transpose(0, 1), 0, out=positive[:, y0:y1])
         block = block.sigmoid_()  # (n, Q, W)
         if probs is not None:
             probs[:, y0:y1] = block[:, prob_queries].transpose(0, 1)
         if sem_seg is not None:
-            rows = sem_seg.view(sem_seg.shape[0], -1)[:, y0 * out_w : y1 * out_w]
-            torch.mm(mixing, block.transpose(0, 1).reshape(num_queries, -1), out=rows)
+            add_semantic_rows(sem_seg, mixing, y0, y1, block)
     return QueryMaskOutputs(sem_seg, probs, positive)
+
+
+def semantic_scores_buffer(class_probs: torch.Tensor, output_size: Tuple[int, int], dtype) -> torch.Tensor:
+    """The (K, H, W) semantic scores to fill with :func:`add_semantic_rows`: zeros where no
+    query contributes (no queries, or an empty output)."""
+    shape = (class_probs.shape[1], *output_size)
+    if class_probs.shape[0] == 0:
+        return torch.zeros(shape, dtype=dtype, device=class_probs.device)
+    return torch.empty(shape, dtype=dtype, device=class_probs.device)
+
+
+def add_semantic_rows(sem_seg: torch.Tensor, mixing: torch.Tensor, y0: int, y1: int, probs: torch.Tensor) -> None:
+    """
+    Rows [y0, y1) of the (K, H, W) semantic scores: ``mixing`` (K, Q), the class probabilities
+    transposed, times the rows' mask probabilities ``probs`` (y1 - y0, Q, W); one GEMM into the
+    output's rows.
+    """
+    out_w = sem_seg.shape[2]
+    rows = sem_seg.view(sem_seg.shape[0], -1)[:, y0 * out_w : y1 * out_w]
+    torch.mm(mixing, probs.transpose(0, 1).reshape(mixing.shape[1], -1), out=rows)

@@ -14,6 +14,8 @@ CONFIG_KEYS = os.path.join(REFERENCE, "config_keys.txt")
 # reference configs behave as in the reference.
 PROJECT_KEYS = {
     "DATALOADER.SKIP_BAD_SAMPLES": "False",
+    "TEST.IMS_PER_BATCH": "1",
+    "TEST.EVALUATOR_THREADS": "0",
 }
 
 
