@@ -83,9 +83,8 @@ def frame_paths(specs: List[str]) -> List[str]:
     paths = []
     for spec in map(os.path.expanduser, specs):
         if os.path.isdir(spec):
-            found = sorted(
-                os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(FRAME_EXTENSIONS)
-            )
+            names = [f for f in os.listdir(spec) if f.lower().endswith(FRAME_EXTENSIONS)]
+            found = sorted(os.path.join(spec, f) for f in names)
             if not found:
                 raise DemoError(f"Folder {spec!r} holds no {'/'.join(FRAME_EXTENSIONS)} frame")
         elif any(c in spec for c in "*?["):
@@ -107,6 +106,12 @@ def read_frames(paths: List[str]) -> List[np.ndarray]:
         frame = cv2.imread(path, cv2.IMREAD_COLOR)
         if frame is None:
             raise DemoError(f"Cannot read frame {path!r} as an image")
+        if frames and frame.shape != frames[0].shape:
+            raise DemoError(
+                f"Frame {path!r} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
+                f"{paths[0]!r} is {frames[0].shape[1]}x{frames[0].shape[0]}: all frames of a "
+                "video must have one size"
+            )
         frames.append(frame)
     return frames
 
@@ -161,7 +166,8 @@ def write_drawings(
     height, width = frames[0].shape[:2]
     writer, path = open_writer(os.path.join(output, name), fps, (width, height))
     try:
-        for t, drawing in enumerate(tqdm.tqdm(drawings, desc="drawing", unit="frame", total=len(frames))):
+        bar = tqdm.tqdm(drawings, desc="drawing", unit="frame", total=len(frames))
+        for t, drawing in enumerate(bar):
             image = drawing.get_image()[:, :, ::-1]
             writer.write(image)
             if frame_names is not None:
