@@ -30,6 +30,10 @@ import tqdm
 
 from detectron2.utils.logger import setup_logger
 
+# the repository first: its `demo` package (whose model loading predictor.py reuses) must win
+# over this folder's demo.py
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from mask2former.config import build_config
 from mask2former.utils.config_merge import ConfigError
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
@@ -53,13 +57,7 @@ def get_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(__doc__.strip().split("\n\n")[1:]),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", help="the frames: files, folders or glob patterns")
-    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument(
-        "--save-frames", action="store_true", help="also write each drawn frame as an image"
-    )
     parser.add_argument(
         "--confidence-threshold",
         type=float,
@@ -68,15 +66,17 @@ def get_parser() -> argparse.ArgumentParser:
         help="tracks scoring at most this are not drawn (default 0.5)",
     )
     parser.add_argument(
-        "--opts",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help="config overrides: KEY VALUE ..., e.g. MODEL.WEIGHTS model_final.pth",
+        "--save-frames", action="store_true", help="also write each drawn frame as an image"
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    source.add_argument("--input", nargs="+", help="the frames: files, folders or glob patterns")
+    overrides = "config overrides, last: KEY VALUE ..., e.g. MODEL.WEIGHTS model_final.pth"
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help=overrides)
     return parser
 
 
-# ----------------------------------------------------------------------------- inputs
+# ---------------------------------------------------------------------------- the frames
 def frame_paths(specs: List[str]) -> List[str]:
     """The frame files named by ``specs``: files in the order given, a folder's or a pattern's
     images sorted by name. A spec naming nothing is an error that names it."""
@@ -127,19 +127,18 @@ def read_video(path: str) -> Tuple[List[np.ndarray], float]:
     total = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     frames = []
     with tqdm.tqdm(desc="reading frames", unit="frame", total=total if total > 0 else None) as bar:
-        while True:
-            ok, frame = video.read()
-            if not ok:
-                break
+        ok, frame = video.read()
+        while ok:
             frames.append(frame)
             bar.update()
+            ok, frame = video.read()
     video.release()
     if not frames:
         raise DemoError(f"Video {path!r} has no frame OpenCV can read")
     return frames, fps if fps and fps > 0 else 5.0
 
 
-# ----------------------------------------------------------------------------- outputs
+# ---------------------------------------------------------------------------- the drawings
 def open_writer(stem: str, fps: float, size: Tuple[int, int]) -> Tuple[cv2.VideoWriter, str]:
     """A video writer for ``stem`` + the first extension of :data:`VIDEO_FORMATS` that this
     OpenCV build can write; ``size`` is (width, height)."""

@@ -11,55 +11,31 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 
-import detectron2.data.transforms as T
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.modeling import build_model
+from detectron2.engine.defaults import DefaultPredictor
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, VisImage
 
 import mask2former_video.video_maskformer_model  # noqa: F401  (registers VideoMaskFormer)
-from mask2former.checkpoint import CheckpointMismatchError, CheckpointReadError, load_model_weights
+from demo.predictor import DemoError, build_predictor
 
 # the module next to this file: `python demo_video/demo.py` puts demo_video/ first on sys.path
 from video_visualizer import TrackVisualizer, track_colors
 
-__all__ = ["DemoError", "VideoPredictor", "VisualizationDemo"]
+__all__ = ["DemoError", "VideoPredictor", "VisualizationDemo", "build_video_predictor"]
 
 logger = logging.getLogger("demo_video")
 
 
-class DemoError(RuntimeError):
-    """Bad input or settings, described for the user in a message (shown without traceback)."""
-
-
-class VideoPredictor:
+class VideoPredictor(DefaultPredictor):
     """
-    The model of ``cfg`` with the checked weights of MODEL.WEIGHTS, in eval mode. Called on the
-    frames of one video (BGR (H, W, 3) uint8, as cv2 reads them, all of one size), it resizes
-    them as at test time and returns the model's output at the frames' size:
-    ``{"image_size", "pred_scores", "pred_labels", "pred_masks"}`` (masks (T, H, W) bool).
+    detectron2's ``DefaultPredictor`` for a whole video; build it with
+    :func:`build_video_predictor` (checked weights). Called on the frames of one video (BGR
+    (H, W, 3) uint8, as cv2 reads them, all of one size), it resizes them as at test time and
+    returns the model's output at the frames' size: ``{"image_size", "pred_scores",
+    "pred_labels", "pred_masks"}`` (masks (T, H, W) bool).
     """
-
-    def __init__(self, cfg: CfgNode):
-        self.cfg = cfg.clone()
-        try:
-            self.model = build_model(self.cfg)
-        except (KeyError, ValueError) as e:  # the builders name the config key at fault
-            raise DemoError(f"Cannot build the model of the config: {e}") from None
-        self.model.eval()
-        if cfg.MODEL.WEIGHTS:
-            try:
-                load_model_weights(self.model, cfg.MODEL.WEIGHTS)  # every key must fit
-            except (FileNotFoundError, CheckpointReadError, CheckpointMismatchError) as e:
-                raise DemoError(f"MODEL.WEIGHTS: {e}") from None
-            logger.info(f"Loaded MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}")
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
-        self.aug = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        self.input_format = cfg.INPUT.FORMAT
 
     def __call__(self, frames: Sequence[np.ndarray]) -> Dict:
         if not len(frames):
@@ -79,6 +55,12 @@ class VideoPredictor:
         with torch.no_grad():
             (output,) = self.model([{"image": inputs, "height": height, "width": width}])
         return output
+
+
+def build_video_predictor(cfg: CfgNode) -> VideoPredictor:
+    """A :class:`VideoPredictor` for ``cfg`` with the checked weights of MODEL.WEIGHTS (a
+    :class:`DemoError` names what does not fit)."""
+    return build_predictor(cfg, VideoPredictor)
 
 
 class VisualizationDemo:
@@ -104,7 +86,7 @@ class VisualizationDemo:
         self.confidence_threshold = confidence_threshold
         if parallel:
             logger.warning("parallel=True is not supported for videos: running in one process")
-        self.predictor = VideoPredictor(cfg)
+        self.predictor = build_video_predictor(cfg)
 
     def tracks(self, predictions: Dict) -> Tuple[List[float], List[int], List[torch.Tensor]]:
         """The (scores, labels, masks (T, H, W)) of the tracks scoring above the threshold,

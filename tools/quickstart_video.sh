@@ -9,16 +9,15 @@
 # DETECTRON2_DATASETS (default datasets), NUM_TRAIN / NUM_VAL (videos to generate; the
 # generator's defaults if unset).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-PYTHON=${PYTHON:-.venv/bin/python}
-OUTPUT_DIR=${OUTPUT_DIR:-output/quickstart_video}
-export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
 CONFIG=configs/synthetic/video_instance.yaml
-COMMON=(MODEL.DEVICE cpu OUTPUT_DIR "$OUTPUT_DIR")
+export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
+OUTPUT_DIR=${OUTPUT_DIR:-output/quickstart_video}
+PYTHON=${PYTHON:-.venv/bin/python}
 SIZES=()
 [[ -n "${NUM_TRAIN:-}" ]] && SIZES+=(--num-train "$NUM_TRAIN")
 [[ -n "${NUM_VAL:-}" ]] && SIZES+=(--num-val "$NUM_VAL")
+COMMON=(MODEL.DEVICE cpu OUTPUT_DIR "$OUTPUT_DIR")
+cd "$(dirname "$0")/.."
 
 start=$(date +%s)
 echo "== 1/4 generating the synthetic video dataset in $DETECTRON2_DATASETS/synthetic_video"
