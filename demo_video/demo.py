@@ -50,24 +50,13 @@ VIDEO_FORMATS = ((".mp4", "mp4v"), (".avi", "MJPG"))
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="demo_video/demo.py",
-        description="Video Mask2Former demo: draw a model's tracks on a video",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.strip().split("\n\n")[1:]),
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser("demo_video/demo.py", description=__doc__, formatter_class=raw)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=0.5,
-        metavar="T",
-        help="tracks scoring at most this are not drawn (default 0.5)",
-    )
-    parser.add_argument(
-        "--save-frames", action="store_true", help="also write each drawn frame as an image"
-    )
+    threshold = "tracks scoring at most this are not drawn (default 0.5)"
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help=threshold)
+    parser.add_argument("--save-frames", action="store_true", help="also write the drawn frames")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
     source.add_argument("--input", nargs="+", help="the frames: files, folders or glob patterns")
