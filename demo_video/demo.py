@@ -49,13 +49,20 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_FORMATS = ((".mp4", "mp4v"), (".avi", "MJPG"))
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be in [0, 1]")
+    return value
+
+
 def get_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser("demo_video/demo.py", description=__doc__, formatter_class=raw)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     parser.add_argument("--output", required=True, help="output folder")
     threshold = "tracks scoring at most this are not drawn (default 0.5)"
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help=threshold)
+    parser.add_argument("--confidence-threshold", type=_fraction, default=0.5, help=threshold)
     parser.add_argument("--save-frames", action="store_true", help="also write the drawn frames")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video-input", metavar="VIDEO", help="a video file")
@@ -195,16 +202,13 @@ def _run(args) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """The demo on the command line ``argv``; returns the exit status (see the module doc)."""
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    if not 0.0 <= args.confidence_threshold <= 1.0:
-        parser.error(f"--confidence-threshold {args.confidence_threshold}: must be in [0, 1]")
+    args = get_parser().parse_args(argv)
     try:
         _run(args)
+        return 0
     except (DemoError, ConfigError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"demo_video/demo.py: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
