@@ -4,7 +4,8 @@ Training losses of Mask2Former.
 The criterion first matches queries to ground-truth segments (Hungarian matching), then
 computes a classification loss over all queries and mask losses (sigmoid BCE + dice) over the
 matched queries only, at ``num_points`` uncertainty-sampled points per mask (PointRend-style
-importance sampling) instead of at full resolution.
+importance sampling) instead of at full resolution. Video mask tubes (a time axis after the
+query axis) are sampled frame by frame (see :meth:`SetCriterion.loss_masks`).
 """
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from detectron2.projects.point_rend.point_features import get_uncertain_point_coords_with_randomness
 from detectron2.utils import comm
 
-from .matcher import dice, indented_repr, masks_at_points
+from .matcher import check_time_axis, dice, indented_repr, masks_at_points
 
 __all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
 
@@ -158,11 +159,18 @@ class SetCriterion(nn.Module):
         """
         Sigmoid BCE and dice losses of matched masks at ``num_points`` uncertainty-sampled points.
         Needs outputs["pred_masks"]: (B, Q, H, W); targets' "masks": (N_b, H', W').
+
+        Videos: outputs["pred_masks"] (B, Q, T, H, W) and targets' "masks" (N_b, T, H', W').
+        Each matched tube is split into its T frame masks, each sampled at its own points; the
+        losses are summed over the R*T frame masks and still divided by ``num_masks``.
         """
         assert "pred_masks" in outputs
         pred_masks = outputs["pred_masks"]
+        for b, t in enumerate(targets):
+            check_time_axis(pred_masks.shape[2:], t["masks"].shape[1:], f"SetCriterion: item {b}")
         src_idx = self._get_src_permutation_idx(indices)
-        src_masks = pred_masks[src_idx]  # (R, H, W), R = number of matched queries
+        # (R, H, W), R = number of matched queries; tubes (R, T, H, W) become R*T frame masks
+        src_masks = pred_masks[src_idx].flatten(0, -3)
 
         if src_masks.shape[0] == 0:
             # No target in the whole batch: keep the graph connected to pred_masks so that
@@ -175,7 +183,7 @@ class SetCriterion(nn.Module):
             _pad_masks_to_max_size(
                 [t["masks"][J].to(src_masks) for t, (_, J) in zip(targets, indices)]
             )
-        )  # (R, H', W')
+        ).flatten(0, -3)  # (R, H', W'), or (R*T, H', W')
 
         with torch.no_grad():
             point_coords = get_uncertain_point_coords_with_randomness(

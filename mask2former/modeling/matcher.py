@@ -5,6 +5,10 @@ The matching cost of query ``i`` and target ``j`` is a weighted sum of a classif
 (negative softmax probability of the target class), a sigmoid binary cross-entropy and a dice
 cost. The two mask costs are computed on a random set of points shared by all queries and
 targets of an image, so memory grows with ``num_points`` rather than with mask resolution.
+
+Videos: masks with a time axis, (Q, T, H, W) against (N, T, H', W'), are matched as tubes. One
+set of points is drawn per video and shared by its T frames; each tube's T*P values are
+compared as one mask.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -15,7 +19,7 @@ from torch import Tensor, nn
 
 from detectron2.projects.point_rend.point_features import point_sample
 
-__all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss"]
+__all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss", "check_time_axis"]
 
 
 def masks_at_points(masks: Tensor, point_coords: Tensor) -> Tensor:
@@ -89,6 +93,24 @@ def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
     return loss / num_points
 
 
+def check_time_axis(pred_shape: Tuple[int, ...], target_shape: Tuple[int, ...], where: str) -> None:
+    """
+    Predicted and target masks must both be frames (H, W) or both tubes (T, H, W) of the same
+    T; only the spatial sizes may differ.
+
+    Args:
+        pred_shape: shape of one predicted mask, (H, W) or (T, H, W).
+        target_shape: shape of one target mask, (H', W') or (T, H', W').
+        where: prefix of the error message.
+    """
+    if len(pred_shape) != len(target_shape) or tuple(pred_shape[:-2]) != tuple(target_shape[:-2]):
+        raise ValueError(
+            f"{where}: predicted masks of shape {tuple(pred_shape)} and target masks of shape "
+            f"{tuple(target_shape)} differ in their leading (time) axes; expected (H, W) and "
+            "(H', W'), or (T, H, W) and (T, H', W')"
+        )
+
+
 def indented_repr(head: str, fields: Dict[str, object], indent: int) -> str:
     """``head``, then one indented "name: value" line per field: the layout of the matcher's and
     the criterion's repr."""
@@ -133,31 +155,39 @@ class HungarianMatcher(nn.Module):
         point_coords: Optional[Tensor] = None,
     ) -> Tensor:
         """
-        Cost matrix of one image.
+        Cost matrix of one image, or of one video when the masks have a time axis.
 
         Args:
             pred_logits: (Q, K+1) class logits (last class is "no object").
-            pred_masks: (Q, H, W) mask logits.
+            pred_masks: (Q, H, W) mask logits, or (Q, T, H, W) mask tubes of a video.
             tgt_labels: (N,) int64 labels in [0, K).
-            tgt_masks: (N, H', W') binary masks (any resolution; sampled in normalised coords).
-            point_coords: (1, P, 2) points in [0, 1]^2 shared by predictions and targets, or
-                None to compare at every pixel of the prediction grid.
+            tgt_masks: (N, H', W') binary masks (any resolution; sampled in normalised coords),
+                or (N, T, H', W') tubes.
+            point_coords: (1, P, 2) points in [0, 1]^2 shared by predictions and targets (and
+                by all T frames of a video), or None to compare at every pixel of the
+                prediction grid.
 
         Returns:
-            (Q, N) float32 cost matrix.
+            (Q, N) float32 cost matrix. A tube's costs are those of its T*P (or T*H*W) values
+            flattened in (t, point) order, as one mask.
         """
         out_prob = pred_logits.softmax(-1)  # (Q, K+1)
         # The constant 1 of "1 - prob" does not change the assignment, so it is omitted.
         cost_class = -out_prob[:, tgt_labels]
 
-        tgt_masks = tgt_masks.to(pred_masks)
+        num_queries, num_targets = pred_masks.shape[0], tgt_masks.shape[0]
+        # Tubes are sampled as Q*T (N*T) frame masks; a no-op for (Q, H, W) / (N, H', W').
+        pred_masks = pred_masks.flatten(0, -3)
+        tgt_masks = tgt_masks.flatten(0, -3).to(pred_masks)
         if point_coords is not None:
-            tgt_masks = masks_at_points(tgt_masks, point_coords)  # (N, P)
-            out_masks = masks_at_points(pred_masks, point_coords)  # (Q, P)
+            tgt_masks = masks_at_points(tgt_masks, point_coords)  # (N*T, P)
+            out_masks = masks_at_points(pred_masks, point_coords)  # (Q*T, P)
         else:
             tgt_masks = F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="nearest")
-            tgt_masks = tgt_masks.flatten(1)  # (N, H*W)
-            out_masks = pred_masks.flatten(1)  # (Q, H*W)
+            tgt_masks = tgt_masks.flatten(1)  # (N*T, H*W)
+            out_masks = pred_masks.flatten(1)  # (Q*T, H*W)
+        tgt_masks = tgt_masks.reshape(num_targets, -1)  # (N, T*P)
+        out_masks = out_masks.reshape(num_queries, -1)  # (Q, T*P)
 
         # Under mixed precision the sums over thousands of points overflow/lose precision
         # in half precision, so the mask costs are always computed in float32.
@@ -197,6 +227,7 @@ class HungarianMatcher(nn.Module):
                     f"HungarianMatcher: image {b} has {tgt_ids.shape[0]} labels but "
                     f"{tgt_mask.shape[0]} masks"
                 )
+            check_time_axis(pred_masks.shape[2:], tgt_mask.shape[1:], f"HungarianMatcher: item {b}")
             if tgt_ids.numel() == 0:
                 empty = torch.empty(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
@@ -231,8 +262,10 @@ class HungarianMatcher(nn.Module):
     ) -> List[Tuple[Tensor, Tensor]]:
         """
         Args:
-            outputs: {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W)}.
-            targets: B dicts {"labels": (N_b,) int64, "masks": (N_b, H', W')}.
+            outputs: {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W)}, or for videos
+                "pred_masks" (B, Q, T, H, W).
+            targets: B dicts {"labels": (N_b,) int64, "masks": (N_b, H', W')}, or for videos
+                "masks" (N_b, T, H', W').
 
         Returns:
             B tuples ``(index_i, index_j)`` of int64 tensors of length ``min(Q, N_b)``:

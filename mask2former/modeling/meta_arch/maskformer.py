@@ -23,10 +23,16 @@ from ..matcher import HungarianMatcher
 from ..postprocessing import InferenceSettings, MaskPostProcessor, build_mask_postprocessor
 
 
-def build_criterion(cfg, num_classes: int) -> SetCriterion:
-    """The Hungarian-matched set criterion with its loss weights, from ``MODEL.MASK_FORMER``."""
+def build_criterion(
+    cfg,
+    num_classes: int,
+    matcher_cls: type = HungarianMatcher,
+    criterion_cls: type = SetCriterion,
+) -> SetCriterion:
+    """The Hungarian-matched set criterion with its loss weights, from ``MODEL.MASK_FORMER``
+    (``matcher_cls`` / ``criterion_cls``: subclasses to build instead, e.g. the video ones)."""
     mf = cfg.MODEL.MASK_FORMER
-    matcher = HungarianMatcher(
+    matcher = matcher_cls(
         cost_class=mf.CLASS_WEIGHT,
         cost_mask=mf.MASK_WEIGHT,
         cost_dice=mf.DICE_WEIGHT,
@@ -40,7 +46,7 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
         for i in range(mf.DEC_LAYERS - 1):
             aux_weight_dict.update({k + f"_{i}": v for k, v in weight_dict.items()})
         weight_dict.update(aux_weight_dict)
-    return SetCriterion(
+    return criterion_cls(
         num_classes,
         matcher=matcher,
         weight_dict=weight_dict,

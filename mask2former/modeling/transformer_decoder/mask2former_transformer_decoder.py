@@ -168,17 +168,70 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             full-resolution masks.
         """
         del mask
+        predictions_class, predictions_mask, _ = self.decode(x, mask_features)
+        return self.predictions_dict(predictions_class, predictions_mask)
+
+    def predictions_dict(
+        self, predictions_class: List[Tensor], predictions_mask: List[Tensor]
+    ) -> Dict[str, object]:
+        """The output dict of :meth:`forward` from the predictions of :meth:`decode`."""
+        out: Dict[str, object] = {"pred_masks": predictions_mask[-1]}
+        if self.mask_classification:
+            out["pred_logits"] = predictions_class[-1]
+        if self.training:
+            out["aux_outputs"] = aux_outputs(
+                predictions_class if self.mask_classification else None, predictions_mask
+            )
+        return out
+
+    def memory(self, x: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        """
+        The attended features and their position encodings, per level.
+
+        Args:
+            x: feature maps (N, in_channels, H_l, W_l).
+        Returns:
+            src and pos: lists of (L_l, B, hidden_dim) sequences, here L_l = H_l*W_l and B = N.
+        """
+        src, pos = [], []
+        for i in range(self.num_feature_levels):
+            pos.append(self.memory_sequence(self.position_encoding(x[i]).flatten(2)))
+            feat = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
+            src.append(self.memory_sequence(feat))
+        return src, pos
+
+    def position_encoding(self, feature: Tensor) -> Tensor:
+        """(N, C, H, W) features -> (N, hidden_dim, H, W) position encoding."""
+        return self.pe_layer(feature, None)
+
+    def memory_sequence(self, flat: Tensor) -> Tensor:
+        """(N, C, HW) per-image maps -> (HW, N, C), the attended sequence of each image."""
+        return flat.permute(2, 0, 1)
+
+    def mask_logits(self, mask_embed: Tensor, features: Tensor) -> Tensor:
+        """(B, Q, C) mask embeddings . (B, C, H, W) per-pixel features -> (B, Q, H, W) logits."""
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, features)
+
+    def decode(
+        self, x: List[Tensor], mask_features: Tensor
+    ) -> Tuple[List[Optional[Tensor]], List[Tensor], Tensor]:
+        """
+        Run the layers.
+
+        Args:
+            x: 3 feature maps, lowest resolution first (see :meth:`memory`).
+            mask_features: per-pixel embeddings (see :meth:`mask_logits`).
+        Returns:
+            class and mask predictions of every predicting layer (only the last one in
+            inference), and the last layer's queries (Q, B, hidden_dim) before ``decoder_norm``.
+        """
         if len(x) != self.num_feature_levels:
             raise ValueError(
                 f"{type(self).__name__} expects {self.num_feature_levels} feature levels, "
                 f"got {len(x)}"
             )
-        src, pos, size_list = [], [], []
-        for i in range(self.num_feature_levels):
-            size_list.append(x[i].shape[-2:])
-            pos.append(self.pe_layer(x[i], None).flatten(2).permute(2, 0, 1))  # (HW, B, C)
-            feat = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
-            src.append(feat.permute(2, 0, 1))  # (HW, B, C)
+        size_list = [level.shape[-2:] for level in x]
+        src, pos = self.memory(x)
         # Attention masks are predicted from the mask features resized to each level: bilinear
         # resizing and the per-query dot product are both linear, so this equals resizing every
         # query's full-resolution mask logits (up to float rounding), for a fraction of the cost:
@@ -222,15 +275,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if predict:
                 predictions_class.append(outputs_class)
                 predictions_mask.append(outputs_mask)
-
-        out: Dict[str, object] = {"pred_masks": predictions_mask[-1]}
-        if self.mask_classification:
-            out["pred_logits"] = predictions_class[-1]
-        if self.training:
-            out["aux_outputs"] = aux_outputs(
-                predictions_class if self.mask_classification else None, predictions_mask
-            )
-        return out
+        return predictions_class, predictions_mask, output
 
     def forward_prediction_heads(
         self,
@@ -255,9 +300,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if mask_features is not None:
             if self.mask_classification:
                 outputs_class = self.class_embed(decoder_output)
-            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+            outputs_mask = self.mask_logits(mask_embed, mask_features)
         attn_mask = None
         if attn_mask_features is not None:
-            attn_logits = torch.einsum("bqc,bchw->bqhw", mask_embed, attn_mask_features)
+            attn_logits = self.mask_logits(mask_embed, attn_mask_features)
             attn_mask = attention_mask_from_logits(attn_logits, self.num_heads)
         return outputs_class, outputs_mask, attn_mask

@@ -6,6 +6,25 @@ import torch
 from torch import nn
 
 
+def sine_features(embed: torch.Tensor, num_feats: int, temperature: float) -> torch.Tensor:
+    """
+    Sine/cosine features of positions.
+
+    Args:
+        embed: (...) float positions.
+        num_feats: features per position (even).
+        temperature: base of the geometric progression of wavelengths.
+    Returns:
+        (..., num_feats): feature i is position / temperature^(2*floor(i/2)/num_feats), through
+        sin for even i and cos for odd i.
+    """
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=embed.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / num_feats)
+    pos = embed[..., None] / dim_t
+    # even channels take sin, odd channels cos, interleaved
+    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
 class PositionEmbeddingSine(nn.Module):
     """
     Fixed sine/cosine encoding of the (y, x) position of every pixel, "Attention is all you
@@ -57,22 +76,24 @@ class PositionEmbeddingSine(nn.Module):
 
     def _encode(self, mask: torch.Tensor) -> torch.Tensor:
         not_mask = ~mask
-        y_embed = not_mask.cumsum(1, dtype=torch.float32)
-        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        y_embed = self.positions(not_mask, 1)
+        x_embed = self.positions(not_mask, 2)
+        pos_x = sine_features(x_embed, self.num_pos_feats, self.temperature)
+        pos_y = sine_features(y_embed, self.num_pos_feats, self.temperature)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+    def positions(self, not_mask: torch.Tensor, dim: int) -> torch.Tensor:
+        """
+        Positions 1, 2, ... of the valid entries along axis ``dim`` of ``not_mask`` (bool, True
+        = valid), float32; with ``normalize``, divided by the last one (plus eps) and times
+        ``scale``.
+        """
+        embed = not_mask.cumsum(dim, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
-
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
-
-        pos_x = x_embed[:, :, :, None] / dim_t
-        pos_y = y_embed[:, :, :, None] / dim_t
-        # even channels take sin, odd channels cos, interleaved
-        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+            last = embed.narrow(dim, embed.shape[dim] - 1, 1)
+            embed = embed / (last + eps) * self.scale
+        return embed
 
     def extra_repr(self) -> str:
         return (

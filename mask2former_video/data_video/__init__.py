@@ -1,0 +1,13 @@
+"""
+Video data: YouTube-VIS registration and loading, clip mappers, loaders, and the synthetic
+video dataset. Importing this package registers the video datasets (datasets/builtin.py).
+"""
+from . import datasets  # noqa: F401  (registers the datasets)
+from .dataset_mapper import CocoClipDatasetMapper, YTVISDatasetMapper
+
+try:
+    from .ytvis_eval import YTVISEvaluator
+except ImportError:  # ytvis_eval.py comes from part VEVAL
+    pass
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]
