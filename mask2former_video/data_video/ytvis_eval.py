@@ -132,10 +132,17 @@ class _TrackIoU:
     """COCOeval with videos as images, tracks as objects and the track IoU (a mixin)."""
 
     def __init__(self, coco_gt: COCO, coco_dt: COCO):
-        # "bbox" only keeps COCOeval._prepare from converting a "segmentation" field to RLE;
-        # the IoU is computeIoU's below, from the tracks' "segmentations"
-        super().__init__(coco_gt, coco_dt, iouType="bbox")
+        super().__init__(coco_gt, coco_dt, iouType="segm")
         self.params.areaRng = copy.deepcopy(YTVIS_AREA_RANGES)
+
+    def _prepare(self):
+        # for "segm", COCOeval._prepare converts each object's "segmentation" to RLE; tracks
+        # have per-frame "segmentations", which computeIoU below reads as they are
+        self.params.iouType = "bbox"
+        try:
+            super()._prepare()
+        finally:
+            self.params.iouType = "segm"
 
     def computeIoU(self, imgId, catId):  # noqa: N802,N803  (COCOeval's names)
         gt = self._gts[imgId, catId]
