@@ -155,6 +155,7 @@ if __name__ == "__main__":
             "mask2former": ["hf_key_map.json"],
             "mask2former.data.datasets": ["metadata/*.json"],
             "mask2former.data.synthetic": ["*.json"],
+            "mask2former_video.data_video.datasets": ["*.json"],
         },
         python_requires=">=3.10",
         ext_modules=ext_modules,

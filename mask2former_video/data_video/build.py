@@ -97,13 +97,8 @@ def build_detection_train_loader(
 ):
     """detectron2's ``build_detection_train_loader``; from a config, of DATASETS.TRAIN's videos."""
     return d2_build.build_detection_train_loader(
-        dataset,
-        mapper=mapper,
-        sampler=sampler,
-        total_batch_size=total_batch_size,
-        aspect_ratio_grouping=aspect_ratio_grouping,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
+        dataset, mapper=mapper, sampler=sampler, total_batch_size=total_batch_size,
+        aspect_ratio_grouping=aspect_ratio_grouping, num_workers=num_workers, collate_fn=collate_fn,
     )
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data import detection_utils as utils
@@ -76,9 +77,17 @@ def ytvis_annotations_to_instances(annos: Sequence[Dict], image_size: Tuple[int,
     return target
 
 
+def _as_rle(segm: Any, size: Tuple[int, int], where: str) -> Dict:
+    """A segmentation as compressed RLE, which detectron2 transforms without shapely."""
+    if isinstance(segm, dict) and not isinstance(segm.get("counts"), list):
+        return segm
+    return mask_util.encode(np.asfortranarray(annotation_mask(segm, size, where)))
+
+
 def _clip_instances(
     frame_annos: Sequence[Sequence[Dict]],
     transforms: Sequence[T.TransformList],
+    original_size: Tuple[int, int],
     image_size: Tuple[int, int],
     use_mask: bool,
     num_classes: Optional[int],
@@ -86,7 +95,8 @@ def _clip_instances(
 ) -> List[Instances]:
     """
     Per-frame Instances of a clip: `frame_annos[t]` are frame t's object dicts (with "id")
-    and `transforms[t]` its transforms. Crowd objects are left out.
+    and `transforms[t]` its transforms, from `original_size` to `image_size`. Crowd objects
+    are left out. Polygons become RLE before the transforms (cropping polygons needs shapely).
     """
     categories: Dict[Any, int] = {}  # track id -> contiguous class, in order of first appearance
     for annos in frame_annos:
@@ -107,6 +117,8 @@ def _clip_instances(
             obj = copy.deepcopy(by_id[track_id])
             if not use_mask:
                 obj.pop("segmentation", None)
+            elif "segmentation" in obj:
+                obj["segmentation"] = _as_rle(obj["segmentation"], original_size, where)
             objects.append(utils.transform_instance_annotations(obj, tfm, image_size))
         clip.append(filter_empty_instances(ytvis_annotations_to_instances(objects, image_size)))
     return clip
@@ -133,7 +145,7 @@ class YTVISDatasetMapper:
         is_train: bool = True,
         *,
         augmentations: List[T.Augmentation],
-        image_format: str,
+        image_format: str,  # "RGB" or "BGR" (INPUT.FORMAT)
         use_instance_mask: bool = True,
         sampling_frame_num: int = 2,
         sampling_frame_range: int = 5,
@@ -212,6 +224,7 @@ class YTVISDatasetMapper:
             video["instances"] = _clip_instances(
                 [annotations[i] for i in frame_idx],
                 [transforms] * len(frame_idx),
+                frames[0].shape[:2],
                 images[0].shape[:2],
                 self.use_instance_mask,
                 self.num_classes,
@@ -220,44 +233,14 @@ class YTVISDatasetMapper:
         return video
 
 
-class CocoClipDatasetMapper:
+class CocoClipDatasetMapper(YTVISDatasetMapper):
     """
     Turns a COCO instance image dict (detectron2's ``load_coco_json``) into a pseudo-clip of
     ``sampling_frame_num`` frames: the same image, augmented independently for every frame
     (its own resize, crop, flip), with the same objects (track id = index among the image's
-    non-crowd annotations). Frames of one pseudo-clip may differ in size.
+    non-crowd annotations). Frames of one pseudo-clip may differ in size. Takes the arguments
+    of :class:`YTVISDatasetMapper` (the frame range and shuffle are unused).
     """
-
-    @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        use_instance_mask: bool = True,
-        sampling_frame_num: int = 2,
-        num_classes: Optional[int] = None,
-    ):
-        if sampling_frame_num < 1:
-            raise ValueError(f"sampling_frame_num must be >= 1, got {sampling_frame_num}")
-        self.is_train = is_train
-        self.augmentations = list(augmentations)
-        self.image_format = image_format
-        self.use_instance_mask = use_instance_mask
-        self.sampling_frame_num = sampling_frame_num
-        self.num_classes = num_classes
-
-    @classmethod
-    def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
-        return {
-            "is_train": is_train,
-            "augmentations": build_augmentation(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
-            "use_instance_mask": cfg.MODEL.MASK_ON,
-            "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         record = copy.deepcopy(dataset_dict)
@@ -278,7 +261,7 @@ class CocoClipDatasetMapper:
         }
         if self.is_train:
             clip["instances"] = [
-                _clip_instances([annotations], [tfm], f.shape[:2], self.use_instance_mask, self.num_classes, file_name)[0]
+                _clip_instances([annotations], [tfm], image.shape[:2], f.shape[:2], self.use_instance_mask, self.num_classes, file_name)[0]
                 for f, tfm in zip(frames, transforms)
             ]
         return clip

@@ -19,20 +19,18 @@ from .generator import (
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mask2former_video.data_video.synthetic",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    prog = "python -m mask2former_video.data_video.synthetic"
+    parser = argparse.ArgumentParser(prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root_help = "datasets root; data goes to ROOT/synthetic_video (default: $DETECTRON2_DATASETS or ./datasets)"
+    parser.add_argument("--root", default=datasets_root(), help=root_help)
+    counts = (
+        ("--num-train", DEFAULT_NUM_TRAIN, "training videos"),
+        ("--num-val", DEFAULT_NUM_VAL, "validation videos"),
+        ("--num-frames", DEFAULT_NUM_FRAMES, "frames per video"),
+        ("--seed", DEFAULT_SEED, "random seed: the same seed gives the same files"),
     )
-    parser.add_argument(
-        "--root",
-        default=datasets_root(),
-        help="datasets root; data goes to ROOT/synthetic_video (default: $DETECTRON2_DATASETS or ./datasets)",
-    )
-    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN, help="training videos")
-    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL, help="validation videos")
-    parser.add_argument("--num-frames", type=int, default=DEFAULT_NUM_FRAMES, help="frames per video")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    for flag, default, what in counts:
+        parser.add_argument(flag, type=int, default=default, help=f"{what} (default: {default})")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = parser.parse_args(argv)
     if min(args.num_train, args.num_val, args.num_frames) < 1:

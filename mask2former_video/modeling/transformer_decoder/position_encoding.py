@@ -2,7 +2,6 @@
 from typing import Optional
 
 import torch
-from torch import nn
 
 from mask2former.modeling.transformer_decoder.position_encoding import (
     PositionEmbeddingSine,
@@ -12,45 +11,13 @@ from mask2former.modeling.transformer_decoder.position_encoding import (
 __all__ = ["PositionEmbeddingSine3D"]
 
 
-class PositionEmbeddingSine3D(nn.Module):
+class PositionEmbeddingSine3D(PositionEmbeddingSine):
     """
     Fixed sine/cosine encoding of the (t, y, x) position of every pixel of a clip. y and x are
     encoded as by :class:`PositionEmbeddingSine` (``num_pos_feats`` channels each); t gets
     ``2 * num_pos_feats`` channels of the same form, *added* to the concatenated (y, x) ones.
+    The constructor arguments are :class:`PositionEmbeddingSine`'s.
     """
-
-    def __init__(
-        self,
-        num_pos_feats: int = 64,
-        temperature: int = 10000,
-        normalize: bool = False,
-        scale: Optional[float] = None,
-    ):
-        """
-        Args:
-            num_pos_feats: channels per spatial axis; the output has ``2 * num_pos_feats``.
-            temperature: base of the geometric progression of wavelengths.
-            normalize: rescale positions of each axis to (0, scale].
-            scale: range of normalized positions (default 2*pi); only valid with normalize=True.
-        """
-        super().__init__()
-        self.spatial = PositionEmbeddingSine(num_pos_feats, temperature, normalize, scale)
-
-    @property
-    def num_pos_feats(self) -> int:
-        return self.spatial.num_pos_feats
-
-    @property
-    def temperature(self) -> int:
-        return self.spatial.temperature
-
-    @property
-    def normalize(self) -> bool:
-        return self.spatial.normalize
-
-    @property
-    def scale(self) -> float:
-        return self.spatial.scale
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
@@ -73,11 +40,7 @@ class PositionEmbeddingSine3D(nn.Module):
                 f"features of shape {tuple(x.shape)}; expected (B, T, H, W)"
             )
         not_mask = ~mask
-        positions = self.spatial.positions
-        pos_t = sine_features(positions(not_mask, 1), 2 * self.num_pos_feats, self.temperature)
-        pos_y = sine_features(positions(not_mask, 2), self.num_pos_feats, self.temperature)
-        pos_x = sine_features(positions(not_mask, 3), self.num_pos_feats, self.temperature)
+        pos_t = sine_features(self.positions(not_mask, 1), 2 * self.num_pos_feats, self.temperature)
+        pos_y = sine_features(self.positions(not_mask, 2), self.num_pos_feats, self.temperature)
+        pos_x = sine_features(self.positions(not_mask, 3), self.num_pos_feats, self.temperature)
         return (torch.cat((pos_y, pos_x), dim=4) + pos_t).permute(0, 1, 4, 2, 3)
-
-    def extra_repr(self) -> str:
-        return self.spatial.extra_repr()
