@@ -326,17 +326,13 @@ class YTVISEvaluator(DatasetEvaluator):
         return results
 
     def _per_category_ap(self, evaluator: COCOeval, coco_gt: COCO) -> Dict[str, float]:
+        """"AP-<class name>" of each category (named as in the json, else by its id)."""
         # precision: (IoU thresholds, recall points, categories, area ranges, max dets)
         precision = evaluator.eval["precision"]
-        names = list(getattr(self._metadata, "thing_classes", []))
-        id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", {}) or {}
         per_category = OrderedDict()
         for k, cat_id in enumerate(evaluator.params.catIds):
             p = precision[:, :, k, 0, -1]
             p = p[p > -1]
-            contiguous = id_map.get(cat_id)
-            name = names[contiguous] if contiguous is not None and contiguous < len(names) else (
-                coco_gt.cats[cat_id].get("name", str(cat_id))
-            )
+            name = coco_gt.cats[cat_id].get("name", str(cat_id))
             per_category[f"AP-{name}"] = float(p.mean() * 100) if p.size else float("nan")
         return per_category
