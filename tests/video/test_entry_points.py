@@ -19,6 +19,7 @@ from detectron2.utils.env import seed_all_rng
 
 from mask2former_video.data_video.synthetic.generator import ensure_synthetic_video_dataset
 from mask2former_video.data_video.synthetic.register import register_all_synthetic_video
+import train_net_video
 from model_utils import REPO
 
 CONFIG = os.path.join(REPO, "configs", "synthetic", "video_instance.yaml")
@@ -36,13 +37,6 @@ TINY_MODEL = [
 ]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def train_net_video():
-    import train_net_video as module
-
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +64,17 @@ def _opts(output_dir, max_iter, test_set=False):
     ]
 
 
-def _args(module, *opts, eval_only=False, resume=False):
-    flags = ["--eval-only"] * eval_only + ["--resume"] * resume
-    return module.train_net.default_argument_parser().parse_args(
+def _args(*opts, resume=False):
+    flags = ["--resume"] if resume else []
+    return train_net_video.train_net.default_argument_parser().parse_args(
         ["--config-file", CONFIG, *flags, *opts]
     )
 
 
-def _train(module, args):
+def _train(args):
     """Train with every RNG seeded from the iteration number before data loading and before
     the forward pass (a fresh data loader iterator draws its own seed); the loss per iteration."""
-    trainer = module.VideoTrainer(module.setup(args))
+    trainer = train_net_video.VideoTrainer(train_net_video.setup(args))
 
     def reseed(*_):
         seed_all_rng(1000 + trainer.iter)
@@ -92,17 +86,18 @@ def _train(module, args):
     return {it: loss for loss, it in trainer.storage.history("total_loss").values()}
 
 
-def test_train_resume_gives_identical_loss_and_eval_only(train_net_video, video_root, tmp_path):
+def test_train_resume_gives_identical_loss_and_eval_only(video_root, tmp_path):
     full_dir = tmp_path / "full"
-    losses = _train(train_net_video, _args(train_net_video, *_opts(full_dir, 3)))
+    losses = _train(_args(*_opts(full_dir, 3)))
     assert sorted(losses) == [0, 1, 2] and all(np.isfinite(list(losses.values())))
     assert (full_dir / "model_0000001.pth").is_file() and (full_dir / "model_final.pth").is_file()
 
+    # the output folder of a run stopped after iteration 1: that checkpoint only
     resumed_dir = tmp_path / "resumed"
-    resumed_dir.mkdir()
-    shutil.copy(full_dir / "model_0000001.pth", resumed_dir / "model_0000001.pth")
-    (resumed_dir / "last_checkpoint").write_text("model_0000001.pth")
-    resumed = _train(train_net_video, _args(train_net_video, *_opts(resumed_dir, 3), resume=True))
+    keep = "model_0000001.pth"
+    shutil.copytree(full_dir, resumed_dir, ignore=lambda _, names: [n for n in names if n != keep])
+    (resumed_dir / "last_checkpoint").write_text(keep)
+    resumed = _train(_args(*_opts(resumed_dir, 3), resume=True))
     assert sorted(resumed) == [2]
     assert resumed[2] == losses[2]  # bit-identical: same weights, optimizer, LR, clip, RNG
 
@@ -126,13 +121,13 @@ def test_train_resume_gives_identical_loss_and_eval_only(train_net_video, video_
     assert {p["category_id"] for p in predictions} <= set(dataset_ids)  # not contiguous ids
 
 
-def test_config_errors_are_one_line(train_net_video):
+def test_config_errors_are_one_line():
     with pytest.raises(SystemExit, match="SOLVER.NO_SUCH_KEY"):
         train_net_video.cli(["--config-file", CONFIG, "SOLVER.NO_SUCH_KEY", "3"])
 
 
-def test_video_keys_and_trainer(train_net_video, tmp_path):
-    cfg = train_net_video.setup(_args(train_net_video, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)))
+def test_video_keys_and_trainer(tmp_path):
+    cfg = train_net_video.setup(_args("MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)))
     assert cfg.INPUT.SAMPLING_FRAME_NUM == 2 and cfg.MODEL.MASK_FORMER.TEST.WINDOW_SIZE == 0
     with pytest.raises(ValueError, match="not implemented for the video model"):
         train_net_video.VideoTrainer.test_with_TTA(cfg, None)
