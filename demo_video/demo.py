@@ -212,5 +212,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    setup_logger(name="demo_video", abbrev_name="demo_video")
+    for name in ("demo_video", "demo"):  # the image demo's model loading logs as "demo"
+        setup_logger(name=name, abbrev_name=name)
     sys.exit(main())
