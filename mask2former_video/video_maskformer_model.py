@@ -37,6 +37,12 @@ class VideoMaskFormer(nn.Module):
     gt_masks; the same objects in every frame, gt_id -1 where absent). Inference takes the
     whole clip at once, or, with ``window_size`` > 0, windows of frames whose queries are
     linked across windows (:mod:`~mask2former_video.modeling.video_inference`).
+
+    Windowed inference keeps, per window, only the decoder's stride-4 mask logits of the Q
+    queries, in float16 on the CPU (Q/80 of the bool output's bytes per frame: 1.25x for
+    Q = 100), and the tracks' summed class probabilities; features exist for one window at a
+    time, and the output masks are made a few frames at a time. With ``window_size`` >= T the
+    result is the whole-clip inference exactly.
     """
 
     @configurable

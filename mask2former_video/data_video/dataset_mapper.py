@@ -52,7 +52,8 @@ def ytvis_annotations_to_instances(annos: Sequence[Dict], image_size: Tuple[int,
         image_size: (H, W).
 
     Returns:
-        Instances with gt_ids (-1 for absent objects), gt_classes, gt_boxes (of the masks when
+        Instances with gt_ids (-1 for absent objects), gt_classes (the object's class, also
+        where it is absent, so any frame gives the clip's labels), gt_boxes (of the masks when
         there are masks; zeros for absent objects) and gt_masks (BitMasks, empty where absent).
     """
     h, w = image_size

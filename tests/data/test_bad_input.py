@@ -658,8 +658,12 @@ def test_num_classes_must_match_the_training_metadata(data, mapper_name):
 
 def _model_configs():
     paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
-    # Base-* files leave NUM_CLASSES to the model configs that include them
-    return [os.path.relpath(p, REPO) for p in paths if not os.path.basename(p).startswith("Base-")]
+    # Base-* files leave NUM_CLASSES to the model configs that include them; the video configs
+    # (video keys, video mappers) are checked under tests/video/
+    return [
+        os.path.relpath(p, REPO) for p in paths
+        if not os.path.basename(p).startswith(("Base-", "video_")) and "youtubevis" not in p
+    ]
 
 
 @pytest.mark.parametrize("path", _model_configs())

@@ -69,10 +69,12 @@ def _register_ytvis(year: int, root: str) -> None:
 
 
 def register_all_ytvis_2019(root: str) -> None:
+    """Registers ytvis_2019_{train,val} for data under ``<root>/ytvis_2019`` (see datasets/README.md)."""
     _register_ytvis(2019, root)
 
 
 def register_all_ytvis_2021(root: str) -> None:
+    """Registers ytvis_2021_{train,val} for data under ``<root>/ytvis_2021``."""
     _register_ytvis(2021, root)
 
 

@@ -36,14 +36,21 @@ def _require(obj: Dict, keys: Sequence[str], what: str, json_file: str) -> None:
         raise KeyError(f"{json_file}: {what} lacks key(s) {missing}")
 
 
-def _frame_segmentation(segm: Any) -> Any:
-    """One frame's segmentation as compressed RLE or valid polygons; None when absent or empty."""
+def _frame_segmentation(segm: Any, hw: Sequence[int], where: str) -> Any:
+    """
+    One frame's segmentation as compressed RLE or valid polygons; None when absent or empty.
+    `where` names the file, annotation and frame in errors.
+    """
     if segm is None:
         return None
     if isinstance(segm, dict):
-        if isinstance(segm.get("counts"), list):  # uncompressed RLE
-            segm = mask_util.frPyObjects(segm, *segm["size"])
+        if "counts" not in segm or list(segm.get("size", ())) != list(hw):
+            raise ValueError(f"{where}: RLE {str(segm)[:80]} needs 'counts' and 'size' = {list(hw)} (the video's)")
+        if isinstance(segm["counts"], list):  # uncompressed RLE
+            segm = mask_util.frPyObjects(segm, *hw)
         return segm
+    if not isinstance(segm, list) or not all(isinstance(p, list) for p in segm):
+        raise ValueError(f"{where}: a segmentation must be RLE, a list of polygons or null, got {str(segm)[:80]}")
     polygons = [p for p in segm if len(p) % 2 == 0 and len(p) >= 6]
     return polygons or None
 
@@ -85,6 +92,31 @@ def _video_dicts(json_file: str, image_root: str, videos: List[Dict], annotated:
     return dicts
 
 
+def _add_track(video: Dict, ann: Dict, id_map: Dict[int, int], extra_keys: List[str], json_file: str) -> None:
+    """Adds one annotation (one object's track) to the per-frame object lists of its video."""
+    where = f"{json_file}: annotation {ann['id']} of video {video['video_id']}"
+    segms = ann["segmentations"]
+    if len(segms) != video["length"]:
+        raise ValueError(f"{where} has {len(segms)} segmentations for {video['length']} frames")
+    if ann["category_id"] not in id_map:
+        raise ValueError(f"{where} has unknown category_id {ann['category_id']}")
+    hw = (video["height"], video["width"])
+    for t, raw in enumerate(segms):
+        segm = _frame_segmentation(raw, hw, f"{where}, frame {t}")
+        if segm is None:
+            continue
+        obj = {
+            "id": ann["id"],
+            "category_id": id_map[ann["category_id"]],
+            "bbox": _frame_bbox(segm, ann.get("bboxes"), t, hw),
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "segmentation": segm,
+            "iscrowd": ann.get("iscrowd", 0),
+        }
+        obj.update({k: ann[k] for k in extra_keys if k in ann})
+        video["annotations"][t].append(obj)
+
+
 def load_ytvis_json(
     json_file: str,
     image_root: str,
@@ -119,39 +151,16 @@ def load_ytvis_json(
     videos = _video_dicts(json_file, image_root, data["videos"], annotated)
     extra_keys = list(extra_annotation_keys or [])
     known_ids = {v["id"] for v in data["videos"]}
+    seen = set()
     for ann in data.get("annotations", []):
         _require(ann, _ANNOTATION_KEYS, f"annotation {ann.get('id', '?')}", json_file)
-        video_id = ann["video_id"]
-        if video_id not in known_ids:
-            raise ValueError(f"{json_file}: annotation {ann.get('id')} names unknown video {video_id}")
-        if video_id not in videos:  # an empty video, skipped above
-            continue
-        video = videos[video_id]
-        segms = ann["segmentations"]
-        if len(segms) != video["length"]:
-            raise ValueError(
-                f"{json_file}: annotation {ann.get('id')} of video {video_id} has "
-                f"{len(segms)} segmentations for {video['length']} frames"
-            )
-        if ann["category_id"] not in id_map:
-            raise ValueError(
-                f"{json_file}: annotation {ann.get('id')} of video {video_id} has unknown "
-                f"category_id {ann['category_id']}"
-            )
-        for t, raw in enumerate(segms):
-            segm = _frame_segmentation(raw)
-            if segm is None:
-                continue
-            obj = {
-                "id": ann.get("id"),
-                "category_id": id_map[ann["category_id"]],
-                "bbox": _frame_bbox(segm, ann.get("bboxes"), t, (video["height"], video["width"])),
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "segmentation": segm,
-                "iscrowd": ann.get("iscrowd", 0),
-            }
-            obj.update({k: ann[k] for k in extra_keys if k in ann})
-            video["annotations"][t].append(obj)
+        if ann["video_id"] not in known_ids:
+            raise ValueError(f"{json_file}: annotation {ann['id']} names unknown video {ann['video_id']}")
+        if ann["id"] in seen:
+            raise ValueError(f"{json_file}: annotation id {ann['id']} is used twice")
+        seen.add(ann["id"])
+        if ann["video_id"] in videos:  # else an empty video, skipped
+            _add_track(videos[ann["video_id"]], ann, id_map, extra_keys, json_file)
     logger.info(f"Loaded {len(videos)} videos in YouTube-VIS format from {json_file}")
     return list(videos.values())
 

@@ -68,3 +68,12 @@ def _data_video_names():
 def test_public_name_imports(line):
     module, name = line.split(":")
     assert hasattr(importlib.import_module(module), name), line
+
+
+def test_package_exports_the_loaders_for_the_top_level():
+    # mask2former_video re-exports these (the original's train_net_video.py imports them from there)
+    import mask2former_video.data_video as data_video
+    from mask2former_video.data_video import build
+
+    for name in ("build_detection_train_loader", "build_detection_test_loader", "get_detection_dataset_dicts"):
+        assert getattr(data_video, name) is getattr(build, name)

@@ -98,3 +98,25 @@ def test_length_disagrees_with_file_names(tmp_path):
     data["videos"][1]["length"] = 5
     with pytest.raises(ValueError, match="video 2 has length 5 but 2 file_names"):
         load_ytvis_json(write_json(tmp_path / "c.json", data), str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "segm,message",
+    [
+        ({"size": [H + 1, W], "counts": [5]}, r"annotation 11 of video 1, frame 0: RLE .* 'size' = \[16, 20\]"),
+        ("abc", r"annotation 11 of video 1, frame 0: a segmentation must be RLE, a list of polygons or null"),
+        ([1, 2, 3, 4, 5, 6], r"frame 0: a segmentation must be RLE"),
+    ],
+)
+def test_bad_segmentation(tmp_path, segm, message):
+    data = tiny_ytvis_json(str(tmp_path / "img"))
+    data["annotations"][0]["segmentations"][0] = segm
+    with pytest.raises(ValueError, match=message):
+        load_ytvis_json(write_json(tmp_path / "d.json", data), str(tmp_path))
+
+
+def test_duplicate_annotation_id(tmp_path):
+    data = tiny_ytvis_json(str(tmp_path / "img"))
+    data["annotations"][1]["id"] = 11
+    with pytest.raises(ValueError, match=r"e\.json: annotation id 11 is used twice"):
+        load_ytvis_json(write_json(tmp_path / "e.json", data), str(tmp_path))
