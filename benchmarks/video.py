@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.no_write:
         return
     header = (
-        f"### Video: inference against video length ({datetime.date.today()})\n\n"
+        f"## Video: inference against video length ({datetime.date.today()})\n\n"
         f"`benchmarks/video.py --lengths {' '.join(map(str, args.lengths))} --window {args.window} "
         f"--max-whole {args.max_whole}`: `{args.config}`, random weights, {WIDTH}x{HEIGHT} frames, "
         f"CPU ({cpu_model()}), {args.threads} threads, malloc {args.malloc}; load average at the end "
