@@ -9,8 +9,8 @@ PIP := $(PY) -m pip
 SYS_PYTHON ?= $(shell PYENV_VERSION=3.10.13 command -v python3.10 2>/dev/null || echo python3.10)
 EXT_SOURCES := $(shell find mask2former/modeling/pixel_decoder/ops/src -type f 2>/dev/null)
 
-.PHONY: setup test test-fast quickstart benchmark benchmark-inference benchmark-training clean-ext \
-	browser web-demo
+.PHONY: setup test test-fast quickstart quickstart-video benchmark benchmark-inference \
+	benchmark-training clean-ext browser web-demo
 
 setup: $(VENV)/.built
 
@@ -44,6 +44,10 @@ web-demo: setup
 
 quickstart: setup
 	bash tools/quickstart.sh
+
+# video: synthetic clips, train, track AP, drawn tracks (CPU)
+quickstart-video: setup
+	bash tools/quickstart_video.sh
 
 benchmark: setup
 	$(PY) benchmarks/ms_deform_attn.py

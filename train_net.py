@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 
@@ -118,9 +118,12 @@ class Trainer(ReliableTrainer):
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 
-def setup(args) -> CfgNode:
+ConfigBuilder = Callable[[Any], Tuple[CfgNode, List[str]]]
+
+
+def setup(args, config_builder: ConfigBuilder = build_config) -> CfgNode:
     """Create the config and set up logging, the output directory and the random seed."""
-    cfg, notes = build_config(args)
+    cfg, notes = config_builder(args)
     default_setup(cfg, args)
     logger = setup_logger(
         output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former"
@@ -151,22 +154,26 @@ def _load_eval_weights(cfg: CfgNode, model: torch.nn.Module, resume: bool) -> No
     load_model_weights(model, path)
 
 
-def main(args):
-    cfg = setup(args)
+def main(
+    args, trainer_class: Type[Trainer] = Trainer, config_builder: ConfigBuilder = build_config
+):
+    """Train, or evaluate with ``--eval-only``; ``train_net_video.py`` passes its own trainer
+    class and config."""
+    cfg = setup(args, config_builder)
     keep_freed_memory_on_cpu(cfg.MODEL.DEVICE)
 
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = trainer_class.build_model(cfg)
         _load_eval_weights(cfg, model, resume=args.resume)
-        res = Trainer.test(cfg, model)
+        res = trainer_class.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
-            res.update(Trainer.test_with_TTA(cfg, model))
+            res.update(trainer_class.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, res)
             _save_results(res, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))
         return res
 
-    trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)
     trainer.resume_or_load(resume=args.resume)
     if cfg.TEST.AUG.ENABLED:
         trainer.register_hooks(
@@ -175,12 +182,15 @@ def main(args):
     return trainer.train()
 
 
-def cli(argv=None) -> None:
+def cli(
+    argv=None, main_func: Callable = main, config_builder: ConfigBuilder = build_config
+) -> None:
+    """The command line: ``main_func(args)`` in each of the processes it launches."""
     args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
         # fail here, in one process and with one line, rather than in every launched worker
-        cfg, _ = build_config(args)
+        cfg, _ = config_builder(args)
     except ConfigError as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
     if args.num_gpus * args.num_machines > 1 and not cfg.MODEL.DEVICE.startswith("cuda"):
@@ -188,7 +198,7 @@ def cli(argv=None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         launch(
-            main,
+            main_func,
             args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,

@@ -108,15 +108,16 @@ def demo_metadata(cfg: CfgNode, task: str):
 
 
 # ----------------------------------------------------------------------------- model
-def build_predictor(cfg: CfgNode) -> DefaultPredictor:
-    """detectron2's ``DefaultPredictor`` for ``cfg``, with the checked weights of MODEL.WEIGHTS."""
+def build_predictor(cfg: CfgNode, predictor_class=DefaultPredictor) -> DefaultPredictor:
+    """detectron2's ``DefaultPredictor`` (or ``predictor_class``, a subclass) for ``cfg``, with
+    the checked weights of MODEL.WEIGHTS."""
     unloaded = cfg.clone()
     unloaded.defrost()
     # DefaultPredictor loads without checking: it only logs parameters that do not fit
     unloaded.MODEL.WEIGHTS = ""
     unloaded.freeze()
     try:
-        predictor = DefaultPredictor(unloaded)
+        predictor = predictor_class(unloaded)
     except (KeyError, ValueError) as e:  # the model's builders name the config key at fault
         raise DemoError(f"Cannot build the model of the config: {e}") from None
     if cfg.MODEL.WEIGHTS:

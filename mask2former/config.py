@@ -1,7 +1,7 @@
 """Config keys of Mask2Former, added on top of detectron2's (and DeepLab's) defaults, and the
 config of a command line (file + opts, checked, adapted to the machine)."""
 import sys
-from typing import List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
@@ -125,10 +125,13 @@ def _adapt_to_machine(cfg: CN) -> List[str]:
     return notes
 
 
-def build_config(args) -> Tuple[CN, List[str]]:
+def build_config(
+    args, extra_keys: Sequence[Callable[[CN], None]] = ()
+) -> Tuple[CN, List[str]]:
     """
     The frozen config of ``args.config_file`` + ``args.opts``, and warnings about settings
-    changed to fit this machine.
+    changed to fit this machine. ``extra_keys``: functions adding more keys (e.g. the video
+    model's ``add_maskformer2_video_config``), called before the file is merged.
 
     Raises:
         ConfigError: unknown key, bad value or missing file, named in a one-line message.
@@ -136,6 +139,8 @@ def build_config(args) -> Tuple[CN, List[str]]:
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
+    for add_keys in extra_keys:
+        add_keys(cfg)
     if args.config_file:
         merge_config_file(cfg, args.config_file)
     merge_config_opts(cfg, args.opts or [])
