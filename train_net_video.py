@@ -16,16 +16,11 @@ the config keys, data and evaluator differ:
   ``results.json`` to ``OUTPUT_DIR/inference``.
 """
 import os
-from typing import Callable, Dict, Optional
-
-import torch
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.structures import BitMasks
 
-import mask2former_video.video_maskformer_model  # noqa: F401  (registers VideoMaskFormer)
 import train_net
 from mask2former.config import build_config
 from mask2former_video import add_maskformer2_video_config
@@ -52,25 +47,6 @@ def _is_coco_dataset(dataset_name: str) -> bool:
     return dataset_name.startswith("coco") or evaluator_type == "coco"
 
 
-def _with_masks_in_every_frame(mapper: Callable[[Dict], Optional[Dict]]):
-    """
-    ``mapper`` whose clips have ``gt_masks`` in every frame. The clip mappers give a frame in
-    which none of the clip's objects is present no ``gt_masks`` field, and VideoMaskFormer
-    needs one in every frame: such frames get empty masks (the objects are absent there).
-    """
-
-    def map_clip(dataset_dict: Dict) -> Optional[Dict]:
-        clip = mapper(dataset_dict)
-        for frame in (clip or {}).get("instances", []):
-            if not frame.has("gt_masks"):
-                height, width = frame.image_size
-                empty = torch.zeros((len(frame), height, width), dtype=torch.bool)
-                frame.gt_masks = BitMasks(empty)
-        return clip
-
-    return map_clip
-
-
 class VideoTrainer(train_net.Trainer):
     """``train_net.Trainer`` with video clips and the YouTube-VIS evaluator."""
 
@@ -87,7 +63,7 @@ class VideoTrainer(train_net.Trainer):
             raise ValueError("DATASETS.TRAIN is empty: no clips to train on")
         coco = _is_coco_dataset(cfg.DATASETS.TRAIN[0])
         mapper = (CocoClipDatasetMapper if coco else YTVISDatasetMapper)(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=_with_masks_in_every_frame(mapper))
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):

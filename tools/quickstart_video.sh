@@ -16,8 +16,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SIZES=()
 [[ -n "${NUM_TRAIN:-}" ]] && SIZES+=(--num-train "$NUM_TRAIN")
 [[ -n "${NUM_VAL:-}" ]] && SIZES+=(--num-val "$NUM_VAL")
-# the clip mappers read the masks only with MODEL.MASK_ON, which the config leaves False
-COMMON=(MODEL.DEVICE cpu MODEL.MASK_ON True OUTPUT_DIR "$OUTPUT_DIR")
+COMMON=(MODEL.DEVICE cpu OUTPUT_DIR "$OUTPUT_DIR")
 cd "$(dirname "$0")/.."
 
 start=$(date +%s)

@@ -6,9 +6,13 @@ from . import datasets  # noqa: F401  (registers the datasets)
 from .build import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from .dataset_mapper import CocoClipDatasetMapper, YTVISDatasetMapper
 
-try:
-    from .ytvis_eval import YTVISEvaluator
-except ImportError:  # ytvis_eval.py comes from part VEVAL
-    pass
+from .ytvis_eval import YTVISEvaluator
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = [
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "get_detection_dataset_dicts",
+    "CocoClipDatasetMapper",
+    "YTVISDatasetMapper",
+    "YTVISEvaluator",
+]

@@ -43,13 +43,17 @@ def filter_empty_instances(
     return instances
 
 
-def ytvis_annotations_to_instances(annos: Sequence[Dict], image_size: Tuple[int, int]) -> Instances:
+def ytvis_annotations_to_instances(
+    annos: Sequence[Dict], image_size: Tuple[int, int], with_masks: Optional[bool] = None
+) -> Instances:
     """
     Args:
         annos: one dict per object, in track order, each with "id" and "category_id"; an
             object present in the frame also has "bbox", "bbox_mode" and, for masks,
             "segmentation" (polygons, RLE or an (H, W) array), transformed to the image.
         image_size: (H, W).
+        with_masks: give gt_masks (empty where absent, also when no object of the clip is in
+            this frame); None: when some object has a "segmentation".
 
     Returns:
         Instances with gt_ids (-1 for absent objects), gt_classes (the object's class, also
@@ -66,14 +70,17 @@ def ytvis_annotations_to_instances(annos: Sequence[Dict], image_size: Tuple[int,
         for a, p in zip(annos, present)
     ]
     target.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    if any("segmentation" in a for a in annos):
+    if with_masks is None:
+        with_masks = any("segmentation" in a for a in annos)
+    if with_masks:
         masks = [
             annotation_mask(a["segmentation"], (h, w), f"object {a['id']}")
             if "segmentation" in a
             else np.zeros((h, w), np.uint8)
             for a in annos
         ]
-        target.gt_masks = BitMasks(torch.from_numpy(np.stack(masks)).bool())
+        masks = np.stack(masks) if masks else np.zeros((0, h, w), np.uint8)
+        target.gt_masks = BitMasks(torch.from_numpy(masks).bool())
         target.gt_boxes = target.gt_masks.get_bounding_boxes()
     return target
 
@@ -121,7 +128,7 @@ def _clip_instances(
             elif "segmentation" in obj:
                 obj["segmentation"] = _as_rle(obj["segmentation"], original_size, where)
             objects.append(utils.transform_instance_annotations(obj, tfm, image_size))
-        clip.append(filter_empty_instances(ytvis_annotations_to_instances(objects, image_size)))
+        clip.append(filter_empty_instances(ytvis_annotations_to_instances(objects, image_size, use_mask)))
     return clip
 
 

@@ -1,5 +1,5 @@
-"""Every public name of the original ``mask2former`` package (tests/reference/public_names.txt,
-``module.path:name``) imports from this package and is the same kind of thing: a module where the
+"""Every public name of the original ``mask2former`` and ``mask2former_video`` packages
+(tests/reference/public_names.txt and video_public_names.txt, ``module.path:name``) imports from this package and is the same kind of thing: a module where the
 reference lists names under ``module.path.name``, a class where the name is capitalised, a
 function otherwise. The registered components are found in detectron2's registries."""
 import importlib
@@ -13,12 +13,14 @@ from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_H
 from model_utils import REFERENCE
 
 
-def _public_names():
-    with open(os.path.join(REFERENCE, "public_names.txt")) as f:
+def _public_names(file_name: str):
+    with open(os.path.join(REFERENCE, file_name)) as f:
         return [tuple(line.strip().split(":")) for line in f if line.strip() and not line.startswith("#")]
 
 
-NAMES = _public_names()
+IMAGE_NAMES = _public_names("public_names.txt")
+VIDEO_NAMES = _public_names("video_public_names.txt")
+NAMES = IMAGE_NAMES + VIDEO_NAMES
 MODULE_PATHS = {module for module, _ in NAMES}
 
 
@@ -28,8 +30,9 @@ def _expected_kind(module: str, name: str) -> str:
     return "class" if name[0].isupper() else "function"
 
 
-def test_reference_file_is_complete():
-    assert len(NAMES) == 105
+def test_reference_files_are_complete():
+    assert len(IMAGE_NAMES) == 105
+    assert len(VIDEO_NAMES) == 47
     assert len(set(NAMES)) == len(NAMES)
 
 
@@ -63,6 +66,7 @@ def test_same_name_is_the_same_object_everywhere():
     "registry,name",
     [
         (META_ARCH_REGISTRY, "MaskFormer"),
+        (META_ARCH_REGISTRY, "VideoMaskFormer"),
         (BACKBONE_REGISTRY, "D2SwinTransformer"),
         (SEM_SEG_HEADS_REGISTRY, "MaskFormerHead"),
         (SEM_SEG_HEADS_REGISTRY, "PerPixelBaselineHead"),
@@ -74,6 +78,7 @@ def test_same_name_is_the_same_object_everywhere():
 )
 def test_components_are_registered_where_the_original_registers_them(registry, name):
     import mask2former  # noqa: F401
+    import mask2former_video  # noqa: F401
 
     assert name in registry, f"{name} is not in detectron2's {registry._name} registry"
 
@@ -83,5 +88,12 @@ def test_transformer_decoders_are_registered():
         TRANSFORMER_DECODER_REGISTRY,
     )
 
-    for name in ("MultiScaleMaskedTransformerDecoder", "StandardTransformerDecoder"):
+    import mask2former_video  # noqa: F401
+
+    names = (
+        "MultiScaleMaskedTransformerDecoder",
+        "StandardTransformerDecoder",
+        "VideoMultiScaleMaskedTransformerDecoder",
+    )
+    for name in names:
         assert name in TRANSFORMER_DECODER_REGISTRY

@@ -25,10 +25,9 @@ from model_utils import REPO
 CONFIG = os.path.join(REPO, "configs", "synthetic", "video_instance.yaml")
 PREFIX = "_test_entry_points_video"
 NUM_FRAMES = 4
-# a small model; MASK_ON: the clip mappers read masks only then
+# a small model
 TINY_MODEL = [
     "MODEL.DEVICE", "cpu",
-    "MODEL.MASK_ON", "True",
     "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
     "MODEL.MASK_FORMER.DEC_LAYERS", "2",
     "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",

@@ -138,3 +138,16 @@ def test_empty_video_at_test_time():
 def test_category_outside_num_classes(video):
     with pytest.raises(ValueError, match=r"video 1: category_id 1 is not in \[0, 1\)"):
         _mapper(num_classes=1, sampling_frame_num=8)(video)
+
+
+def test_frame_without_any_present_object_still_has_empty_masks():
+    """A frame in which none of the clip's objects is present (all absent) gets gt_masks, empty,
+    so that the model can stack every frame's masks into tubes."""
+    from mask2former_video.data_video.dataset_mapper import ytvis_annotations_to_instances
+
+    absent = [{"id": 3, "category_id": 1}, {"id": 5, "category_id": 0}]
+    frame = ytvis_annotations_to_instances(absent, (6, 8), with_masks=True)
+    assert frame.gt_masks.tensor.shape == (2, 6, 8) and not frame.gt_masks.tensor.any()
+    assert frame.gt_ids.tolist() == [-1, -1] and frame.gt_classes.tolist() == [1, 0]
+    assert ytvis_annotations_to_instances([], (6, 8), with_masks=True).gt_masks.tensor.shape == (0, 6, 8)
+    assert not ytvis_annotations_to_instances(absent, (6, 8), with_masks=False).has("gt_masks")
