@@ -72,7 +72,8 @@ def outputs(request, tmp_path_factory):
 def test_onnx_graph_has_standard_operators_only(outputs):
     graph = onnx.load(outputs[3]).graph
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
-    assert "GridSample" in {node.op_type for node in graph.node}
+    # the deformable attention as Gather + MatMul: onnxruntime's GridSample is slow
+    assert "GridSample" not in {node.op_type for node in graph.node}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -31,3 +31,35 @@ def test_trace_follows_the_feature_sizes():
     other = random_inputs([(7, 5), (4, 3), (2, 1)], seed=1)
     expected = ms_deform_attn_core_pytorch(other[0], other[1], other[3], other[4])
     torch.testing.assert_close(traced(*other), expected, rtol=0, atol=1e-6)
+
+
+def test_points_on_and_far_outside_the_border():
+    """Zero padding: points far outside read zero, points on the border half a pixel."""
+    value, shapes, starts, _, weights = random_inputs([(6, 8), (3, 4), (2, 2)])
+    edges = torch.tensor([-5.0, -0.1, 0.0, 1.0, 1.0 + 1 / 16, 1.1, 7.0])
+    g = torch.Generator().manual_seed(2)
+    locations = edges[torch.randint(0, len(edges), (N, LQ, M, 3, P, 2), generator=g)]
+    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+    torch.testing.assert_close(ms_deform_attn_traceable(value, shapes, starts, locations, weights), expected,
+                               rtol=0, atol=1e-6)
+
+
+def test_onnx_graph_gathers_instead_of_grid_sample(tmp_path):
+    """onnxruntime runs the exported op at another feature size, without GridSample (slow there)."""
+    import onnx
+    import onnxruntime
+
+    class Op(torch.nn.Module):
+        def forward(self, *inputs):
+            return ms_deform_attn_traceable(*inputs)
+
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    path = str(tmp_path / "op.onnx")
+    torch.onnx.export(Op(), random_inputs([(6, 8), (3, 4), (2, 2)]), path, opset_version=17, input_names=names,
+                      dynamic_axes={"value": {1: "s"}, "sampling_locations": {1: "q"}, "attention_weights": {1: "q"}})
+    assert "GridSample" not in {node.op_type for node in onnx.load(path).graph.node}
+    other = random_inputs([(7, 5), (4, 3), (2, 1)], seed=1)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {i.name: other[names.index(i.name)].numpy() for i in session.get_inputs()}
+    expected = ms_deform_attn_core_pytorch(other[0], other[1], other[3], other[4])
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feed)[0]), expected, rtol=0, atol=1e-5)
