@@ -9,7 +9,12 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import BitMasks, ImageList
 
-from mask2former.modeling.meta_arch.maskformer import MaskFormer, build_criterion
+from mask2former.modeling.meta_arch.maskformer import (
+    MaskFormer,
+    build_criterion,
+    normalized_batch,
+    set_mask_classification_modules,
+)
 
 from .modeling.criterion import VideoSetCriterion
 from .modeling.matcher import VideoHungarianMatcher
@@ -73,16 +78,10 @@ class VideoMaskFormer(nn.Module):
             test_topk_per_video: (query, class) pairs kept per video.
         """
         super().__init__()
-        self.backbone = backbone
-        self.sem_seg_head = sem_seg_head
-        self.criterion = criterion
-        self.num_queries = num_queries
-        self.metadata = metadata
-        if size_divisibility < 0:
-            size_divisibility = self.backbone.size_divisibility
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        set_mask_classification_modules(
+            self, backbone, sem_seg_head, criterion, num_queries, metadata, size_divisibility,
+            pixel_mean, pixel_std,
+        )
         if window_size < 0:
             raise ValueError(f"MODEL.MASK_FORMER.TEST.WINDOW_SIZE must be >= 0, got {window_size}")
         self.num_frames = num_frames
@@ -106,15 +105,7 @@ class VideoMaskFormer(nn.Module):
 
     def preprocess_frames(self, frames: Sequence[torch.Tensor], where: str) -> ImageList:
         """Normalize frames and pad them into one (N, C, H_pad, W_pad) batch."""
-        images = []
-        for i, frame in enumerate(frames):
-            if frame.dim() != 3 or frame.shape[0] != self.pixel_mean.shape[0]:
-                raise ValueError(
-                    f"{where} frame {i} must be ({self.pixel_mean.shape[0]}, H, W) in "
-                    f"INPUT.FORMAT channel order, got shape {tuple(frame.shape)}"
-                )
-            images.append((frame.to(self.device) - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalized_batch(self, frames, lambda i: f"{where} frame {i}")
 
     def forward(self, batched_inputs: List[Dict]):
         """

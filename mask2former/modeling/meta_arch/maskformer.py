@@ -1,5 +1,5 @@
 """The ``MaskFormer`` meta-architecture: backbone + mask-classification head + set criterion."""
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -56,6 +56,52 @@ def build_criterion(
         oversample_ratio=mf.OVERSAMPLE_RATIO,
         importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
     )
+
+
+def set_mask_classification_modules(
+    model: nn.Module,
+    backbone: Backbone,
+    sem_seg_head: nn.Module,
+    criterion: nn.Module,
+    num_queries: int,
+    metadata,
+    size_divisibility: int,
+    pixel_mean: Tuple[float],
+    pixel_std: Tuple[float],
+) -> None:
+    """
+    The modules and input normalisation that the image ``MaskFormer`` and the video
+    ``VideoMaskFormer`` share, set on ``model`` under the original's attribute names;
+    ``size_divisibility < 0`` means the backbone's.
+    """
+    model.backbone = backbone
+    model.sem_seg_head = sem_seg_head
+    model.criterion = criterion
+    model.num_queries = num_queries
+    model.metadata = metadata
+    model.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+    model.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+    model.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+
+def normalized_batch(
+    model: nn.Module, images: Sequence[torch.Tensor], describe: Callable[[int], str]
+) -> ImageList:
+    """
+    (C, H, W) images normalised with ``model``'s pixel mean and std, on its device, and padded
+    into one (N, C, H_pad, W_pad) batch to its ``size_divisibility``; ``describe(i)`` names
+    image ``i`` in the error for a wrong shape.
+    """
+    channels = model.pixel_mean.shape[0]
+    normalized = []
+    for i, image in enumerate(images):
+        if image.dim() != 3 or image.shape[0] != channels:
+            raise ValueError(
+                f"{describe(i)} must be ({channels}, H, W) in INPUT.FORMAT channel order, "
+                f"got shape {tuple(image.shape)}"
+            )
+        normalized.append((image.to(model.pixel_mean.device) - model.pixel_mean) / model.pixel_std)
+    return ImageList.from_tensors(normalized, model.size_divisibility)
 
 
 def _setting(name: str) -> property:
@@ -117,16 +163,10 @@ class MaskFormer(nn.Module):
                 to float rounding, "plain" with full-resolution logits of every query).
         """
         super().__init__()
-        self.backbone = backbone
-        self.sem_seg_head = sem_seg_head
-        self.criterion = criterion
-        self.num_queries = num_queries
-        self.metadata = metadata
-        if size_divisibility < 0:
-            size_divisibility = self.backbone.size_divisibility
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        set_mask_classification_modules(
+            self, backbone, sem_seg_head, criterion, num_queries, metadata, size_divisibility,
+            pixel_mean, pixel_std,
+        )
         settings = InferenceSettings(
             semantic_on, panoptic_on, instance_on, object_mask_threshold, overlap_threshold,
             test_topk_per_image, sem_seg_postprocess_before_inference,
@@ -175,18 +215,12 @@ class MaskFormer(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalize the images and pad them into one (B, C, H_pad, W_pad) batch."""
-        images = []
         for i, x in enumerate(batched_inputs):
             if "image" not in x:
                 raise KeyError(f"batched_inputs[{i}] has no 'image' (keys: {sorted(x)})")
-            image = x["image"]
-            if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
-                raise ValueError(
-                    f"batched_inputs[{i}]['image'] must be ({self.pixel_mean.shape[0]}, H, W) in "
-                    f"INPUT.FORMAT channel order, got shape {tuple(image.shape)}"
-                )
-            images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalized_batch(
+            self, [x["image"] for x in batched_inputs], lambda i: f"batched_inputs[{i}]['image']"
+        )
 
     def forward(self, batched_inputs: List[Dict]):
         """
