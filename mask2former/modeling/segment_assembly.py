@@ -240,8 +240,9 @@ class InstanceRows:
 
     def add_probs(self, y0: int, y1: int, probs: torch.Tensor) -> None:
         """The same rows' mask probabilities, (y1 - y0, Q, W), after :meth:`add_logits`."""
-        rows = probs[:, self.unique].transpose(0, 1).reshape(len(self.unique), -1)
-        inside, area = _mask_sums(rows, self._positive.view(len(self.unique), -1))
+        # flatten(1), not view(U, -1): U is 0 when no instance is kept (e.g. only stuff classes won)
+        rows = probs[:, self.unique].transpose(0, 1).flatten(1)
+        inside, area = _mask_sums(rows, self._positive.flatten(1))
         self.sums += torch.stack([inside, area]).to(self.sums.dtype)
         self._positive = None
 

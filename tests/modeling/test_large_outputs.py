@@ -51,6 +51,20 @@ def test_many_small_blocks_give_the_plain_outputs(monkeypatch, budget):
     assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1)
 
 
+def test_no_instance_kept_when_only_stuff_classes_win():
+    """With instances restricted to thing classes, a prediction where every query's classes are
+    stuff keeps no instance: an empty Instances, not an error (found by benchmarks/deploy.py
+    with random weights)."""
+    mask_cls, mask_pred = _predictions()
+    mask_cls[:, :6] = -1e4  # no thing class can be picked
+    args = (mask_cls, mask_pred, (52, 68), (47, 66), (121, 93), IS_THING)
+    got = BlockwisePostProcessor(SETTINGS)(*args)["instances"]
+    want = PlainPostProcessor(SETTINGS)(*args)["instances"]
+    assert len(got) == len(want) == 0
+    assert got.pred_masks.shape == want.pred_masks.shape == (0, 121, 93)
+    assert got.pred_boxes.tensor.shape == (0, 4)
+
+
 def test_large_instance_masks_are_bool_and_read_like_float_ones(monkeypatch):
     mask_cls, mask_pred = _predictions()
     args = (mask_cls, mask_pred, (52, 68), (52, 68), (52, 68), IS_THING)
