@@ -17,6 +17,7 @@ from detectron2.evaluation import (
 )
 
 from .instance_evaluation import InstanceSegEvaluator
+from .semantic_evaluation import LabelMapCityscapesSemSegEvaluator, LabelMapSemSegEvaluator
 from .threaded import ThreadedEvaluators
 
 __all__ = ["build_evaluator"]
@@ -61,6 +62,9 @@ def build_evaluator(
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
     - "lvis": :class:`LVISEvaluator` (box and mask AP).
 
+    With ``MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT "labels"`` the semantic evaluators are their
+    subclasses that read the label form of the output (:mod:`.semantic_evaluation`).
+
     With ``TEST.EVALUATOR_THREADS`` > 0 (a project key; default 0) they process each batch on
     that many background threads (:class:`ThreadedEvaluators`), with the same metrics.
 
@@ -75,9 +79,12 @@ def build_evaluator(
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     test = cfg.MODEL.MASK_FORMER.TEST
     evaluators: List[DatasetEvaluator] = []
+    as_labels = test.get("SEMANTIC_OUTPUT", "scores") == "labels"
+    semantic_evaluator = LabelMapSemSegEvaluator if as_labels else SemSegEvaluator
+    cityscapes_semantic_evaluator = LabelMapCityscapesSemSegEvaluator if as_labels else CityscapesSemSegEvaluator
 
     if evaluator_type == "sem_seg" or (evaluator_type in _SEMANTIC_TYPES and test.SEMANTIC_ON):
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(semantic_evaluator(dataset_name, distributed=True, output_dir=output_folder))
     if evaluator_type in _PANOPTIC_TYPES and test.PANOPTIC_ON:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
     if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and test.INSTANCE_ON):
@@ -92,7 +99,7 @@ def build_evaluator(
     if evaluator_type == "cityscapes_sem_seg" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.SEMANTIC_ON
     ):
-        evaluators.append(CityscapesSemSegEvaluator(dataset_name))
+        evaluators.append(cityscapes_semantic_evaluator(dataset_name))
     if evaluator_type == "cityscapes_instance" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.INSTANCE_ON
     ):

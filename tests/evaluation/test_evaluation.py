@@ -164,3 +164,53 @@ def test_build_evaluator_unknown_type_names_dataset(typed_datasets, tmp_path):
     # a known type whose outputs are all switched off gets the same clear error
     with pytest.raises(NotImplementedError, match="ade20k_panoptic_seg"):
         build_evaluator(_cfg(output_dir=str(tmp_path)), typed_datasets["ade20k_panoptic_seg"])
+
+
+def test_label_form_of_the_semantic_output_picks_label_map_evaluators(typed_datasets, tmp_path):
+    from mask2former.evaluation import LabelMapCityscapesSemSegEvaluator, LabelMapSemSegEvaluator
+
+    cfg = _cfg(semantic=True, output_dir=str(tmp_path))
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT = "labels"
+    assert _types(build_evaluator(cfg, typed_datasets["sem_seg"])) == [LabelMapSemSegEvaluator]
+    cityscapes = build_evaluator(cfg, typed_datasets["cityscapes_panoptic_seg"])
+    assert _types(cityscapes) == [LabelMapCityscapesSemSegEvaluator]
+
+
+def test_label_map_evaluator_gives_the_scores_mious(tmp_path):
+    """The same predictions as (K, H, W) scores to detectron2's SemSegEvaluator and as their
+    argmax (H, W) to LabelMapSemSegEvaluator: the same mIoU and per-class IoUs, and the same
+    predictions json."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from mask2former.evaluation import LabelMapSemSegEvaluator
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 4, (2, 20, 24), generator=g).numpy().astype(np.uint8)
+    gt[:, :3] = 255  # ignored pixels
+    dicts = []
+    for i in range(2):
+        path = str(tmp_path / f"gt{i}.png")
+        Image.fromarray(gt[i]).save(path)
+        dicts.append({"file_name": f"img{i}.jpg", "sem_seg_file_name": path})
+    name = register(
+        "labels_vs_scores_sem_seg", dicts, evaluator_type="sem_seg", stuff_classes=list("abcd"), ignore_label=255
+    )
+    inputs = [{"file_name": d["file_name"]} for d in dicts]
+    scores = torch.rand(2, 4, 20, 24, generator=g)
+    scores[:, 1] = scores[:, 3]  # ties: the first class wins, as with torch.argmax
+    metrics = {}
+    for evaluator_cls, outputs in (
+        (SemSegEvaluator, [{"sem_seg": s} for s in scores]),
+        (LabelMapSemSegEvaluator, [{"sem_seg_labels": s.argmax(0), "sem_seg_label_scores": s.max(0).values} for s in scores]),
+    ):
+        out_dir = tmp_path / evaluator_cls.__name__
+        evaluator = evaluator_cls(name, distributed=False, output_dir=str(out_dir))
+        evaluator.reset()
+        evaluator.process(inputs, outputs)
+        metrics[evaluator_cls] = (evaluator.evaluate(), json.loads((out_dir / "sem_seg_predictions.json").read_text()))
+    assert metrics[SemSegEvaluator] == metrics[LabelMapSemSegEvaluator]
+    assert 0 < metrics[SemSegEvaluator][0]["sem_seg"]["mIoU"] < 100
