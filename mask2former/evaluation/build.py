@@ -7,13 +7,11 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
-    CityscapesSemSegEvaluator,
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
-    SemSegEvaluator,
 )
 
 from .instance_evaluation import InstanceSegEvaluator
@@ -52,7 +50,7 @@ def build_evaluator(
     and by which outputs the model produces (``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,
     PANOPTIC}_ON``):
 
-    - "sem_seg": :class:`SemSegEvaluator` (mIoU);
+    - "sem_seg": :class:`SemSegEvaluator` (mIoU; as :class:`LabelMapSemSegEvaluator`);
     - "coco" (COCO instance, ADE20K instance): :class:`COCOEvaluator` (box and mask AP; the
       boxes are the predicted masks' tight boxes);
     - panoptic types (coco / ade20k / mapillary_vistas / cityscapes "_panoptic_seg"): PQ with
@@ -62,8 +60,8 @@ def build_evaluator(
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
     - "lvis": :class:`LVISEvaluator` (box and mask AP).
 
-    With ``MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT "labels"`` the semantic evaluators are their
-    subclasses that read the label form of the output (:mod:`.semantic_evaluation`).
+    The semantic evaluators are detectron2's, subclassed to read either form of the semantic
+    output (``MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT``; :mod:`.semantic_evaluation`).
 
     With ``TEST.EVALUATOR_THREADS`` > 0 (a project key; default 0) they process each batch on
     that many background threads (:class:`ThreadedEvaluators`), with the same metrics.
@@ -79,12 +77,8 @@ def build_evaluator(
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     test = cfg.MODEL.MASK_FORMER.TEST
     evaluators: List[DatasetEvaluator] = []
-    as_labels = test.get("SEMANTIC_OUTPUT", "scores") == "labels"
-    semantic_evaluator = LabelMapSemSegEvaluator if as_labels else SemSegEvaluator
-    cityscapes_semantic_evaluator = LabelMapCityscapesSemSegEvaluator if as_labels else CityscapesSemSegEvaluator
-
     if evaluator_type == "sem_seg" or (evaluator_type in _SEMANTIC_TYPES and test.SEMANTIC_ON):
-        evaluators.append(semantic_evaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(LabelMapSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
     if evaluator_type in _PANOPTIC_TYPES and test.PANOPTIC_ON:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
     if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and test.INSTANCE_ON):
@@ -99,7 +93,7 @@ def build_evaluator(
     if evaluator_type == "cityscapes_sem_seg" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.SEMANTIC_ON
     ):
-        evaluators.append(cityscapes_semantic_evaluator(dataset_name))
+        evaluators.append(LabelMapCityscapesSemSegEvaluator(dataset_name))
     if evaluator_type == "cityscapes_instance" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.INSTANCE_ON
     ):
