@@ -5,6 +5,9 @@ Turn one image's per-query predictions into semantic, panoptic and instance outp
 :class:`MaskPostProcessor` is the interface: class logits (Q, K + 1) (the last class is "no
 object") and mask logits (Q, h, w) of one image, the padded batch size, the image's size in it
 and the output size go in; {"sem_seg", "panoptic_seg", "instances"} come out, as configured.
+The semantic output is detectron2's "sem_seg" (K, H, W) scores by default, or, with
+``semantic_output="labels"`` (for large outputs), their argmax "sem_seg_labels" (H, W) and its
+score "sem_seg_label_scores" (H, W); :func:`semantic_labels` reads either.
 Which queries panoptic inference keeps, the top-k instance selection, the segment assembly and
 the instance scoring are done here, once, for both implementations
 (:mod:`~mask2former.modeling.segment_assembly`, fed a block of output rows at a time); they
