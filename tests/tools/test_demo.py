@@ -144,31 +144,6 @@ def test_run_on_image_draws_the_chosen_task(checkpoint, task):
     assert _mean_change(drawing, image, drawn) > 20
 
 
-def test_semantic_labels_draw_and_save_as_the_scores(checkpoint, tmp_path):
-    """MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT "labels": the semantic drawing, its summary, the
-    web demo's segment rows and the saved label PNG are those of the default scores."""
-    from app import segment_rows
-    from predictor import VisualizationDemo
-
-    from mask2former.evaluation.prediction_writers import PredictionWriter
-
-    image = _scene(64, 80)
-    got = {}
-    for form in ("scores", "labels"):
-        cfg = _cfg("MODEL.WEIGHTS", checkpoint, "MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT", form)
-        demo = VisualizationDemo(cfg, task="semantic")
-        predictions, vis = demo.run_on_image(image)
-        with PredictionWriter(str(tmp_path / form), demo.metadata) as writer:
-            writer.write("scene", 1, predictions)
-        saved = cv2.imread(str(tmp_path / form / "sem_seg" / "scene.png"), cv2.IMREAD_UNCHANGED)
-        rows = segment_rows(predictions, "semantic", demo.metadata)
-        got[form] = (vis.get_image(), demo.summary(predictions), rows, saved, sorted(predictions))
-    assert "sem_seg_labels" in got["labels"][4] and "sem_seg" not in got["labels"][4]
-    assert np.array_equal(got["labels"][0], got["scores"][0])
-    assert got["labels"][1] == got["scores"][1] and got["labels"][2] == got["scores"][2]
-    assert np.array_equal(got["labels"][3], got["scores"][3]) and got["scores"][2]
-
-
 def test_confidence_threshold_filters_instances(checkpoint):
     from predictor import VisualizationDemo
 
