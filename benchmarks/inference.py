@@ -11,7 +11,8 @@ over ``--repeats`` batches after one warm-up.
 
     .venv/bin/python benchmarks/inference.py                          # default cases, CPU, 2 threads
     .venv/bin/python benchmarks/inference.py --cases full --device cuda --amp
-    # a 3000x4000 image's outputs (input at the test size; large-full: at full size), peak RSS
+    # a 3000x4000 image's outputs (input at the test size; large-full: at full size), peak RSS;
+    # "large" runs it with the semantic output as scores (the default) and as labels
     .venv/bin/python benchmarks/inference.py --cases large --repeats 0 --rounds 1 --malloc default --distinct-instances
     # side by side with another checkout of the project (same cases, alternating runs):
     .venv/bin/python benchmarks/inference.py --baseline before=/tmp/baseline
@@ -70,8 +71,13 @@ def case_list(which: str) -> List[Dict]:
     if which in ("large", "large-full"):
         # a 3000x4000 photo with full-resolution outputs, processed at the config's test size
         # (short side 800) as DefaultPredictor and evaluation run it, or at its full size
+        # (large: in both forms of the semantic output, MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT)
         size = LARGE if which == "large-full" else (800, 1067)
-        return [{"task": "panoptic", "backbone": "R50", "size": size, "output": LARGE, "batch": 1}]
+        forms = ("scores",) if which == "large-full" else ("scores", "labels")
+        return [
+            {"task": "panoptic", "backbone": "R50", "size": size, "output": LARGE, "batch": 1, "semantic_output": form}
+            for form in forms
+        ]
     cases = [{"task": "panoptic", "backbone": "R50", "size": s, "batch": 1} for s in SIZES]
     cases.append({"task": "panoptic", "backbone": "R50", "size": SIZES[0], "batch": 4})
     cases += [{"task": t, "backbone": "R50", "size": SIZES[0], "batch": 1} for t in ("instance", "semantic")]
@@ -129,7 +135,10 @@ def measure_case(spec: Dict) -> Dict:
     """Runs one case in this process (with ``spec["repo"]``'s package) and returns its timings."""
     from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
 
-    cfg = checkout_config(spec, TASKS[(spec["task"], spec["backbone"])])
+    opts = []
+    if spec.get("semantic_output", "scores") != "scores":
+        opts = ["MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT", spec["semantic_output"]]
+    cfg = checkout_config(spec, TASKS[(spec["task"], spec["backbone"])], opts)
     import torch
     from detectron2.modeling import build_model
 
@@ -215,12 +224,14 @@ def measure_case(spec: Dict) -> Dict:
 
 
 def output_bytes(results) -> int:
-    """Bytes of the tensors of inference's outputs: sem_seg, panoptic ids, instance fields."""
+    """Bytes of the tensors of inference's outputs: the semantic output (either form), panoptic
+    ids, instance fields."""
     import torch
 
     tensors = []
     for r in results:
-        tensors += [r.get("sem_seg"), r.get("panoptic_seg", (None,))[0]]
+        tensors += [r.get(k) for k in ("sem_seg", "sem_seg_labels", "sem_seg_label_scores")]
+        tensors.append(r.get("panoptic_seg", (None,))[0])
         if "instances" in r:
             tensors += [v.tensor if hasattr(v, "tensor") else v for v in r["instances"].get_fields().values()]
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
@@ -246,6 +257,8 @@ def format_table(rows: List[Dict], baselines: List[str]) -> str:
         size = f"{r['size'][0]}x{r['size'][1]}"
         if r.get("output"):
             size += f" (outputs {r['output'][0]}x{r['output'][1]})"
+        if r.get("semantic_output", "scores") != "scores":
+            size += f", semantic output {r['semantic_output']}"
         cells = [r["task"], r["backbone"], size, str(n), r["device_label"]]
         cells += [f"{cur[s] * 1e3:.0f}" for s in STAGES]
         cells += [

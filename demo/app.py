@@ -46,6 +46,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from mask2former.config import build_config  # noqa: E402
 from mask2former.evaluation.prediction_writers import PredictionWriter  # noqa: E402
 from mask2former.hf_conversion import HFConversionError  # noqa: E402
+from mask2former.modeling.postprocessing import semantic_labels  # noqa: E402
 from mask2former.utils.config_merge import ConfigError  # noqa: E402
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu  # noqa: E402
 
@@ -111,8 +112,9 @@ def segment_rows(
       merge gives none);
     - instance: each instance scoring above ``confidence_threshold`` (as the drawing), in the
       model's order (by score);
-    - semantic: each class of the argmax of ``predictions["sem_seg"]`` (K, H, W), by decreasing
-      area; score = the mean of its score over its pixels.
+    - semantic: each class of the argmax of ``predictions["sem_seg"]`` (K, H, W) (or of its
+      label form, "sem_seg_labels"), by decreasing area; score = the mean of its score over
+      its pixels.
 
     Scores have 3 decimals, areas (in % of the image) 2.
     """
@@ -136,14 +138,13 @@ def segment_rows(
             for c, s, p in zip(instances.pred_classes.tolist(), instances.scores.tolist(), pixels)
         ]
     if task == "semantic":
-        sem_seg = predictions["sem_seg"].cpu()
-        labels = sem_seg.argmax(dim=0)
+        labels, scores = (t.cpu() for t in semantic_labels(predictions, with_scores=True))
         classes, counts = torch.unique(labels, return_counts=True)
         order = sorted(zip(counts.tolist(), classes.tolist()), key=lambda t: (-t[0], t[1]))
         return [
             (
                 metadata.stuff_classes[c],
-                f"{sem_seg[c][labels == c].mean().item():.3f}",
+                f"{scores[labels == c].mean().item():.3f}",
                 _fraction_text(n, labels.numel()),
             )
             for n, c in order

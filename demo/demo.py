@@ -30,18 +30,14 @@ Exit status: 0 when at least one input was processed, 1 when none could be,
 """
 
 import argparse
-import contextlib
 import glob
 import logging
-import math
 import os
 import sys
-import tempfile
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
-import numpy as np
 import tqdm
 from PIL import UnidentifiedImageError
 
@@ -49,23 +45,32 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from mask2former.config import build_config
-from mask2former.evaluation.prediction_writers import PredictionWriter, dataset_image_ids
+from mask2former.evaluation.prediction_writers import dataset_image_ids
 from mask2former.hf_conversion import HFConversionError
 from mask2former.utils.config_merge import ConfigError
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 
-# the module next to this script: `python demo/demo.py` puts demo/ first on sys.path
+# the modules next to this script: `python demo/demo.py` puts demo/ first on sys.path
+from demo_outputs import (  # noqa: F401  (open_video_writer, VIDEO_CODECS: public here too)
+    VIDEO_CODECS,
+    SavePredictions,
+    check_output_dir,
+    check_output_file,
+    has_extension,
+    open_video,
+    open_video_writer,
+    refuse_overwriting,
+    run_on_video,
+    saving_predictions,
+    show_frame,
+    video_output_path,
+)
 from predictor import TASKS, DemoError, VisualizationDemo, choose_task
 
 logger = logging.getLogger("demo")
 
-WINDOW_NAME = "Mask2Former"
 # images taken from folders and glob patterns; a file named explicitly is read whatever its name
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# video codecs to try, by output extension, most widely supported first
-VIDEO_CODECS = {".mp4": ("mp4v", "avc1"), ".avi": ("MJPG", "XVID"), ".mkv": ("mp4v", "X264")}
-# OpenCV's built-in writer: works without FFmpeg
-FALLBACK_VIDEO = (".avi", "MJPG")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -125,12 +130,6 @@ def _dedupe(paths: List[str]) -> List[str]:
     return list(by_file.values())
 
 
-def _refuse_overwriting(inputs: List[str], outputs: List[str]) -> None:
-    clash = set(map(os.path.abspath, inputs)) & set(map(os.path.abspath, outputs))
-    if clash:
-        raise DemoError(f"Output {sorted(clash)[0]!r} is also an input: choose another --output")
-
-
 def _images_in(paths: List[str]) -> List[str]:
     return sorted(
         p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)
@@ -163,34 +162,7 @@ def expand_inputs(specs: List[str]) -> Tuple[List[str], List[str]]:
     return _dedupe(found), warnings
 
 
-# ----------------------------------------------------------------------------- outputs
-def check_output_dir(path: str, what: str = "output folder") -> None:
-    """Create the folder ``path`` if needed and check that a file can be written in it;
-    ``what`` names it in the error."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise DemoError(f"{what[0].upper() + what[1:]} {path!r} exists and is not a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-        # permission bits do not tell (root, read-only file systems): try it
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise DemoError(f"Cannot write to {what} {path!r}: {e.strerror or e}") from None
-
-
-def check_output_file(path: str) -> None:
-    """Check that the file ``path`` can be written, creating its folder if needed."""
-    if os.path.isdir(path):
-        raise DemoError(f"Output {path!r} is a folder, not a file name")
-    check_output_dir(os.path.dirname(path) or ".")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise DemoError(f"Cannot overwrite output file {path!r}: permission denied")
-
-
-def _has_extension(path: str, extensions) -> bool:
-    return os.path.splitext(path)[1].lower() in extensions
-
-
+# ----------------------------------------------------------------------------- image outputs
 def unique_names(inputs: List[str]) -> List[Tuple[str, str]]:
     """(file stem, extension) of each input, the stem made unique (a_1 after a) when inputs share
     one (same name in two folders, or a.jpg and a.png): drawings and saved predictions of one
@@ -213,13 +185,13 @@ def image_output_paths(inputs: List[str], output: str) -> List[str]:
     extension, else ``output/<input file name>`` (made unique; PNG for extensions cv2 cannot
     write). Checks that they can be written.
     """
-    if _has_extension(output, IMAGE_EXTENSIONS) and not os.path.isdir(output):
+    if has_extension(output, IMAGE_EXTENSIONS) and not os.path.isdir(output):
         if len(inputs) != 1:
             raise DemoError(
                 f"Output {output!r} is an image file name but {len(inputs)} input images were "
                 f"given: give a folder"
             )
-        _refuse_overwriting(inputs, [output])
+        refuse_overwriting(inputs, [output])
         check_output_file(output)
         return [output]
     check_output_dir(output)
@@ -227,49 +199,8 @@ def image_output_paths(inputs: List[str], output: str) -> List[str]:
         os.path.join(output, stem + (ext if ext.lower() in IMAGE_EXTENSIONS else ".png"))
         for stem, ext in unique_names(inputs)
     ]
-    _refuse_overwriting(inputs, paths)
+    refuse_overwriting(inputs, paths)
     return paths
-
-
-def video_output_path(video_input: str, output: str) -> str:
-    """``output`` if it has a video extension, else ``output/<video name>`` (.mp4 for other
-    extensions). Checks that it can be written."""
-    if _has_extension(output, VIDEO_CODECS) and not os.path.isdir(output):
-        path = output
-    else:
-        check_output_dir(output)
-        stem, ext = os.path.splitext(os.path.basename(video_input))
-        path = os.path.join(output, stem + (ext if ext.lower() in VIDEO_CODECS else ".mp4"))
-    _refuse_overwriting([video_input], [path])
-    check_output_file(path)
-    return path
-
-
-def open_video_writer(
-    path: str, fps: float, size: Tuple[int, int]
-) -> Tuple[cv2.VideoWriter, str, str]:
-    """
-    A video writer for ``path`` with the first codec of its extension that this OpenCV build
-    can write, else an MJPG .avi next to it.
-
-    Args:
-        size: (width, height) of the frames.
-    Returns:
-        the opened writer, the path it writes and the codec.
-    """
-    extension = os.path.splitext(path)[1].lower()
-    candidates = [(path, codec) for codec in VIDEO_CODECS.get(extension, ())]
-    fallback = os.path.splitext(path)[0] + FALLBACK_VIDEO[0]
-    candidates.append((fallback, FALLBACK_VIDEO[1]))
-    for out_path, codec in dict.fromkeys(candidates):  # the fallback may be a candidate
-        writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*codec), fps, size)
-        if writer.isOpened():
-            if out_path != path:
-                logger.warning(f"No codec could write {path!r}: writing {out_path!r} instead")
-            return writer, out_path, codec
-        writer.release()
-    tried = ", ".join(f"{codec} ({os.path.basename(p)})" for p, codec in candidates)
-    raise DemoError(f"Cannot open a video writer for {path!r}; tried codecs {tried}")
 
 
 def _has_display() -> bool:
@@ -278,21 +209,7 @@ def _has_display() -> bool:
     return True
 
 
-def _show(image: np.ndarray, wait_ms: int) -> bool:
-    """Show a BGR image; False when the user pressed Esc."""
-    try:
-        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-        cv2.imshow(WINDOW_NAME, image)
-        return cv2.waitKey(wait_ms) != 27
-    except cv2.error as e:
-        raise DemoError(f"Cannot show a window ({e.err}): give --output to write files") from None
-
-
 # ----------------------------------------------------------------------------- runs
-# called with the index of an image (or frame) and its predictions
-SavePredictions = Callable[[int, Dict], None]
-
-
 def run_on_images(
     demo: VisualizationDemo,
     inputs: List[str],
@@ -329,68 +246,13 @@ def run_on_images(
         drawing = vis.get_image()[:, :, ::-1]
         if outputs is None:
             done += 1
-            if not _show(drawing, 0):
+            if not show_frame(drawing, 0):
                 break
         elif cv2.imwrite(outputs[i], drawing):
             done += 1
         else:
             logger.warning(f"Could not write {outputs[i]!r}")
     return done
-
-
-def _open_video(path: str) -> cv2.VideoCapture:
-    if not os.path.isfile(path):
-        raise DemoError(f"Video {path!r} does not exist")
-    video = cv2.VideoCapture(path)
-    if not video.isOpened():
-        raise DemoError(f"Cannot open video {path!r}: not a video OpenCV can read")
-    return video
-
-
-def run_on_video(
-    demo: VisualizationDemo,
-    video: cv2.VideoCapture,
-    output: Optional[str],
-    save: Optional[SavePredictions] = None,
-) -> Tuple[int, Optional[str]]:
-    """
-    Predict every frame, pass the predictions to ``save`` and draw them into the video file
-    ``output`` (or a window; nothing is drawn when ``save`` is given without output).
-
-    Returns:
-        the number of frames processed and the file written (another name if no codec could write
-        ``output``; None without output).
-    """
-    fps = video.get(cv2.CAP_PROP_FPS)
-    if not (math.isfinite(fps) and fps > 0):  # 0 or NaN for some streams
-        fps = 30.0
-    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
-    writer, count = None, 0
-    try:
-        show = output is None and save is None
-        frames = demo.predict_video(video, draw=output is not None or show)
-        bar = tqdm.tqdm(frames, desc="frames", unit="frame", total=total if total > 0 else None)
-        for predictions, frame in bar:
-            if save is not None:
-                save(count, predictions)
-            count += 1
-            if frame is None:
-                continue
-            if output is None:
-                if not _show(frame, 1):
-                    break
-                continue
-            if writer is None:
-                # sized from the first frame: OpenCV may rotate frames by the video's metadata
-                size = (frame.shape[1], frame.shape[0])
-                writer, output, codec = open_video_writer(output, fps, size)
-                logger.info(f"Writing {output} ({size[0]}x{size[1]}, {fps:g} fps, codec {codec})")
-            writer.write(frame)
-    finally:
-        video.release()
-        if writer is not None:
-            writer.release()
-    return count, output
 
 
 def _demo(cfg, args) -> VisualizationDemo:
@@ -412,30 +274,12 @@ def _image_ids(cfg, inputs: List[str], stems: List[str]) -> list:
     return [ids.get(os.path.basename(path), stem) for path, stem in zip(inputs, stems)]
 
 
-@contextlib.contextmanager
-def _saving(
-    save_dir: Optional[str], demo: VisualizationDemo, name_and_id: Callable[[int], tuple]
-) -> Iterator[Optional[SavePredictions]]:
-    """The ``save`` function of a run (None without ``save_dir``); name_and_id(index) gives the
-    file stem and image id of an input. The json files are written when the run ends."""
-    if save_dir is None:
-        yield None
-        return
-    writer = PredictionWriter(save_dir, demo.metadata)
-    try:
-        yield lambda i, predictions: writer.write(*name_and_id(i), predictions)
-    finally:
-        written = writer.close()
-        listed = f": {', '.join(written)}" if written else ""
-        logger.info(f"Saved predictions in {save_dir}{listed}")
-
-
 def _run_video(cfg, args) -> int:
-    video = _open_video(args.video_input)
+    video = open_video(args.video_input)
     output = None if args.output is None else video_output_path(args.video_input, args.output)
     stem = os.path.splitext(os.path.basename(args.video_input))[0]
     demo = _demo(cfg, args)
-    with _saving(args.save_predictions, demo, lambda i: (f"{stem}_{i:06d}", i)) as save:
+    with saving_predictions(args.save_predictions, demo, lambda i: (f"{stem}_{i:06d}", i)) as save:
         frames, written = run_on_video(demo, video, output, save)
     verb = "Drew" if output is not None or args.save_predictions is None else "Predicted"
     logger.info(f"{verb} {frames} frames" + (f" into {written}" if written else ""))
@@ -455,7 +299,7 @@ def _run_images(cfg, args) -> int:
     stems = [stem for stem, _ in unique_names(inputs)]
     image_ids = _image_ids(cfg, inputs, stems) if args.save_predictions else stems
     demo = _demo(cfg, args)
-    with _saving(args.save_predictions, demo, lambda i: (stems[i], image_ids[i])) as save:
+    with saving_predictions(args.save_predictions, demo, lambda i: (stems[i], image_ids[i])) as save:
         done = run_on_images(demo, inputs, outputs, save)
     where = f" into {args.output}" if args.output else ""
     verb = "Drew" if outputs is not None or args.save_predictions is None else "Predicted"

@@ -26,6 +26,7 @@ from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
 import mask2former  # noqa: F401  (registers the model components and the built-in datasets)
 from mask2former.checkpoint import CheckpointMismatchError, CheckpointReadError, load_model_weights
+from mask2former.modeling.postprocessing import semantic_labels
 
 __all__ = [
     "TASKS",
@@ -290,7 +291,7 @@ class VisualizationDemo:
             instances = predictions["instances"].to(self.cpu_device)
             instances = instances[instances.scores > self.confidence_threshold]
             return (instances,)  # drawn with their pred_boxes, the masks' tight boxes
-        return (predictions["sem_seg"].argmax(dim=0).to(self.cpu_device),)
+        return (semantic_labels(predictions).to(self.cpu_device),)  # either form of the output
 
     def summary(self, predictions: Dict) -> str:
         """What is drawn of ``predictions``, e.g. "3 instances"."""

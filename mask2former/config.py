@@ -77,6 +77,10 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # project key: the semantic output's form. "scores": detectron2's "sem_seg" (K, H, W);
+    # "labels": its argmax "sem_seg_labels" (H, W) and "sem_seg_label_scores" (H, W), never
+    # holding (K, H, W) (a 3000x4000 output with 133 classes is 6 GB of scores)
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT = "scores"
 
     # pixel decoder
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256

@@ -2,6 +2,13 @@
 
 from .build import build_evaluator
 from .instance_evaluation import InstanceSegEvaluator
+from .semantic_evaluation import LabelMapCityscapesSemSegEvaluator, LabelMapSemSegEvaluator
 from .threaded import ThreadedEvaluators
 
-__all__ = ["build_evaluator", "InstanceSegEvaluator", "ThreadedEvaluators"]
+__all__ = [
+    "build_evaluator",
+    "InstanceSegEvaluator",
+    "LabelMapSemSegEvaluator",
+    "LabelMapCityscapesSemSegEvaluator",
+    "ThreadedEvaluators",
+]

@@ -7,16 +7,15 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
-    CityscapesSemSegEvaluator,
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
-    SemSegEvaluator,
 )
 
 from .instance_evaluation import InstanceSegEvaluator
+from .semantic_evaluation import LabelMapCityscapesSemSegEvaluator, LabelMapSemSegEvaluator
 from .threaded import ThreadedEvaluators
 
 __all__ = ["build_evaluator"]
@@ -51,7 +50,7 @@ def build_evaluator(
     and by which outputs the model produces (``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,
     PANOPTIC}_ON``):
 
-    - "sem_seg": :class:`SemSegEvaluator` (mIoU);
+    - "sem_seg": :class:`SemSegEvaluator` (mIoU; as :class:`LabelMapSemSegEvaluator`);
     - "coco" (COCO instance, ADE20K instance): :class:`COCOEvaluator` (box and mask AP; the
       boxes are the predicted masks' tight boxes);
     - panoptic types (coco / ade20k / mapillary_vistas / cityscapes "_panoptic_seg"): PQ with
@@ -60,6 +59,9 @@ def build_evaluator(
       :class:`InstanceSegEvaluator`; Cityscapes with its own evaluators, mask AP);
     - "cityscapes_sem_seg" / "cityscapes_instance": detectron2's Cityscapes evaluators;
     - "lvis": :class:`LVISEvaluator` (box and mask AP).
+
+    The semantic evaluators are detectron2's, subclassed to read either form of the semantic
+    output (``MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT``; :mod:`.semantic_evaluation`).
 
     With ``TEST.EVALUATOR_THREADS`` > 0 (a project key; default 0) they process each batch on
     that many background threads (:class:`ThreadedEvaluators`), with the same metrics.
@@ -75,9 +77,8 @@ def build_evaluator(
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     test = cfg.MODEL.MASK_FORMER.TEST
     evaluators: List[DatasetEvaluator] = []
-
     if evaluator_type == "sem_seg" or (evaluator_type in _SEMANTIC_TYPES and test.SEMANTIC_ON):
-        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        evaluators.append(LabelMapSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
     if evaluator_type in _PANOPTIC_TYPES and test.PANOPTIC_ON:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
     if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and test.INSTANCE_ON):
@@ -92,7 +93,7 @@ def build_evaluator(
     if evaluator_type == "cityscapes_sem_seg" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.SEMANTIC_ON
     ):
-        evaluators.append(CityscapesSemSegEvaluator(dataset_name))
+        evaluators.append(LabelMapCityscapesSemSegEvaluator(dataset_name))
     if evaluator_type == "cityscapes_instance" or (
         evaluator_type == "cityscapes_panoptic_seg" and test.INSTANCE_ON
     ):

@@ -26,12 +26,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Instances
 
+from ..modeling.segment_assembly import SEMANTIC_LABELS
+
 __all__ = [
     "dataset_image_ids",
     "contiguous_to_dataset_ids",
     "panoptic_to_coco",
     "instances_to_coco_results",
     "sem_seg_to_label_image",
+    "labels_to_label_image",
     "PredictionWriter",
 ]
 
@@ -135,11 +138,22 @@ def sem_seg_to_label_image(sem_seg: torch.Tensor, metadata: Any) -> np.ndarray:
     (``stuff_dataset_id_to_contiguous_id``, as :class:`SemSegEvaluator`'s json), uint8 when
     they fit, else uint16.
     """
-    labels = sem_seg.argmax(dim=0).cpu().numpy()
+    return labels_to_label_image(sem_seg.argmax(dim=0), metadata, sem_seg.shape[0])
+
+
+def labels_to_label_image(labels: torch.Tensor, metadata: Any, num_classes: Optional[int] = None) -> np.ndarray:
+    """
+    :func:`sem_seg_to_label_image` of the (H, W) contiguous labels (the semantic output's label
+    form); ``num_classes``: the classes whose dataset ids must exist (default: up to the
+    largest label).
+    """
+    labels = labels.cpu().numpy()
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
     stuff = contiguous_to_dataset_ids(metadata, "stuff_dataset_id_to_contiguous_id")
     if stuff is not None:
-        lookup = np.zeros(sem_seg.shape[0], dtype=np.int64)
-        for contiguous_id in range(sem_seg.shape[0]):
+        lookup = np.zeros(num_classes, dtype=np.int64)
+        for contiguous_id in range(num_classes):
             lookup[contiguous_id] = _dataset_id(contiguous_id, stuff, "semantic")
         labels = lookup[labels]
     if labels.size and labels.max() > np.iinfo(np.uint16).max:
@@ -149,8 +163,8 @@ def sem_seg_to_label_image(sem_seg: torch.Tensor, metadata: Any) -> np.ndarray:
 
 class PredictionWriter:
     """
-    Writes the outputs of each image's predictions ("panoptic_seg", "instances", "sem_seg",
-    those present) under ``output_dir`` (layout in the module doc); :meth:`close` writes the
+    Writes the outputs of each image's predictions ("panoptic_seg", "instances", "sem_seg" or
+    its label form "sem_seg_labels", those present) under ``output_dir`` (layout in the module doc); :meth:`close` writes the
     json files. Also a context manager that closes itself.
     """
 
@@ -192,8 +206,12 @@ class PredictionWriter:
             self._instances += instances_to_coco_results(
                 predictions["instances"], image_id, self.metadata
             )
-        if "sem_seg" in predictions:
+        labels = None
+        if SEMANTIC_LABELS in predictions:
+            labels = labels_to_label_image(predictions[SEMANTIC_LABELS], self.metadata)
+        elif "sem_seg" in predictions:
             labels = sem_seg_to_label_image(predictions["sem_seg"], self.metadata)
+        if labels is not None:
             Image.fromarray(labels).save(self._path(SEM_SEG_DIR, name + ".png"))
 
     def _categories(self) -> List[Dict]:

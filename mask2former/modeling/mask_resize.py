@@ -202,12 +202,17 @@ def semantic_scores_buffer(class_probs: torch.Tensor, output_size: Tuple[int, in
     return torch.empty(shape, dtype=dtype, device=class_probs.device)
 
 
+def semantic_rows(mixing: torch.Tensor, probs: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """
+    The (K, n * W) semantic scores of n output rows: ``mixing`` (K, Q), the class probabilities
+    transposed, times the rows' mask probabilities ``probs`` (n, Q, W); one GEMM, into ``out``
+    when given.
+    """
+    return torch.mm(mixing, probs.transpose(0, 1).reshape(mixing.shape[1], -1), out=out)
+
+
 def add_semantic_rows(sem_seg: torch.Tensor, mixing: torch.Tensor, y0: int, y1: int, probs: torch.Tensor) -> None:
-    """
-    Rows [y0, y1) of the (K, H, W) semantic scores: ``mixing`` (K, Q), the class probabilities
-    transposed, times the rows' mask probabilities ``probs`` (y1 - y0, Q, W); one GEMM into the
-    output's rows.
-    """
+    """Rows [y0, y1) of the (K, H, W) semantic scores: :func:`semantic_rows` of the rows' mask
+    probabilities ``probs`` (y1 - y0, Q, W), written into the output's rows."""
     out_w = sem_seg.shape[2]
-    rows = sem_seg.view(sem_seg.shape[0], -1)[:, y0 * out_w : y1 * out_w]
-    torch.mm(mixing, probs.transpose(0, 1).reshape(mixing.shape[1], -1), out=rows)
+    semantic_rows(mixing, probs, out=sem_seg.view(sem_seg.shape[0], -1)[:, y0 * out_w : y1 * out_w])

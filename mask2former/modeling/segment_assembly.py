@@ -4,7 +4,8 @@ block of output rows at a time.
 
 :class:`PanopticRows` and :class:`InstanceRows` receive the rows of the masks in order and keep
 only what their outputs need: the winning query and its coverage per pixel (panoptic), the binary
-masks and per-query sums (instances). Neither holds the float masks of all the rows at once, so
+masks and per-query sums (instances); :class:`SemanticLabels` keeps the winning class of the
+semantic scores. Neither holds the float masks of all the rows at once, so
 the memory of inference at a large output size is the outputs' own. A whole image is one block:
 :func:`panoptic_segments` and :func:`instances_from_query_masks` are that case.
 """
@@ -14,6 +15,11 @@ import torch
 from torch.nn import functional as F
 
 from detectron2.structures import Boxes, Instances
+
+# the semantic output under MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT "labels": names that cannot be
+# taken for detectron2's "sem_seg" (K, H, W) scores, which consumers argmax over the first dim
+SEMANTIC_LABELS = "sem_seg_labels"  # (H, W) int64, the argmax over classes of the scores
+SEMANTIC_LABEL_SCORES = "sem_seg_label_scores"  # (H, W), the score of that class
 
 # pred_masks stay float 0/1 (the original's type) unless the image's instance masks would take
 # more than this as floats; above it they are bool (detectron2's Mask R-CNN type, 4x smaller)
@@ -44,11 +50,71 @@ def argmax_over_first_dim(x: torch.Tensor) -> torch.Tensor:
     """
     best = x[0].clone()
     index = torch.zeros(x.shape[1:], dtype=torch.long, device=x.device)
-    for i in range(1, x.shape[0]):
+    update_argmax(best, index, x[1:], 1)
+    return index
+
+
+def update_argmax(best: torch.Tensor, index: torch.Tensor, x: torch.Tensor, first_index: int) -> None:
+    """
+    Continues a running argmax over maps: ``best`` and ``index`` (both (H, W)), the maximum and
+    its index so far, are updated in place with the (N, H, W) maps ``x``, numbered from
+    ``first_index``. Strictly greater values win, so that equal maxima keep the first index, as
+    ``torch.argmax`` does.
+    """
+    for i in range(x.shape[0]):
         better = x[i] > best
         torch.maximum(best, x[i], out=best)
-        index.masked_fill_(better, i)
-    return index
+        index.masked_fill_(better, first_index + i)
+
+
+class SemanticLabels:
+    """
+    The semantic output as a label map: the argmax over classes of the (K, H, W) semantic
+    scores and the winning score per pixel, fed a piece at a time (blocks of rows, or of classes
+    in order) so that the scores of every class never exist at the output size.
+
+    Args:
+        size: (H, W) of the output; dtype: of the scores.
+    """
+
+    def __init__(self, size: Tuple[int, int], dtype: torch.dtype, device: torch.device):
+        self.labels = torch.zeros(size, dtype=torch.long, device=device)  # no class: label 0
+        self.scores = torch.zeros(size, dtype=dtype, device=device)
+
+    def add(self, scores: torch.Tensor, rows: slice = slice(None), first_class: int = 0) -> None:
+        """
+        The (k, n, W) scores of classes [first_class, first_class + k) at output ``rows``;
+        a piece starting at class 0 starts those rows' argmax afresh.
+        """
+        best, index = self.scores[rows], self.labels[rows]
+        if first_class == 0 and len(scores):
+            best.copy_(scores[0])
+            index.zero_()
+            scores, first_class = scores[1:], 1
+        update_argmax(best, index, scores, first_class)
+
+    def result(self) -> Dict[str, torch.Tensor]:
+        """{SEMANTIC_LABELS: (H, W) int64 labels, SEMANTIC_LABEL_SCORES: (H, W) their scores}."""
+        return {SEMANTIC_LABELS: self.labels, SEMANTIC_LABEL_SCORES: self.scores}
+
+
+def semantic_labels(predictions: Dict, with_scores: bool = False):
+    """
+    The (H, W) semantic labels of one image's predictions, from either form of the semantic
+    output: ``predictions[SEMANTIC_LABELS]`` or the argmax over classes of ``"sem_seg"``
+    (K, H, W). With ``with_scores``, (labels, (H, W) score of each pixel's label).
+    """
+    if SEMANTIC_LABELS in predictions:
+        labels = predictions[SEMANTIC_LABELS]
+        return (labels, predictions[SEMANTIC_LABEL_SCORES]) if with_scores else labels
+    if "sem_seg" not in predictions:
+        raise KeyError(
+            f"the predictions have no semantic output (neither 'sem_seg' nor {SEMANTIC_LABELS!r}; "
+            f"keys: {sorted(predictions)}): turn MODEL.MASK_FORMER.TEST.SEMANTIC_ON on"
+        )
+    scores = predictions["sem_seg"]
+    labels = scores.argmax(dim=0)
+    return (labels, scores.gather(0, labels[None])[0]) if with_scores else labels
 
 
 class PanopticRows:

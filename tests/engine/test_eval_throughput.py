@@ -169,3 +169,19 @@ def test_threaded_evaluators_raise_a_failed_call():
         for i in range(6):
             evaluators.process([i], [None])
         evaluators.evaluate()
+
+
+def test_semantic_labels_give_the_metrics_of_the_scores(train_net, synthetic_root, tmp_path):
+    """MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT "labels": the same model's label maps, evaluated
+    by the evaluators build_evaluator picks for them, give exactly the scores' metrics (mIoU,
+    PQ, AP), with the evaluator threads too."""
+    small = {"MODEL.MASK_FORMER.DEC_LAYERS": 3, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 8, "INPUT.MIN_SIZE_TEST": 64}
+    results = {}
+    for form in ("scores", "labels"):
+        cfg = _cfg(tmp_path / form, {**PLAIN, **small, "TEST.EVALUATOR_THREADS": 1, "MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT": form})
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        assert model.semantic_output == form
+        results[form] = train_net.Trainer.test(cfg, model)
+    assert results["scores"]["sem_seg"]["mIoU"] > 0
+    assert _same_metrics(results["labels"], results["scores"])

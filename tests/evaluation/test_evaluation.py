@@ -22,7 +22,12 @@ from evaluation_cases import (
     write_instance_case,
 )
 from mask2former.config import add_maskformer2_config
-from mask2former.evaluation import InstanceSegEvaluator, build_evaluator
+from mask2former.evaluation import (
+    InstanceSegEvaluator,
+    LabelMapCityscapesSemSegEvaluator,
+    LabelMapSemSegEvaluator,
+    build_evaluator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,31 +119,31 @@ def typed_datasets(instance_case):
 @pytest.mark.parametrize(
     "evaluator_type, flags, expected",
     [
-        ("sem_seg", {}, [SemSegEvaluator]),
+        ("sem_seg", {}, [LabelMapSemSegEvaluator]),
         ("coco", {}, [COCOEvaluator]),
         (
             "coco_panoptic_seg",
             dict(semantic=True, instance=True, panoptic=True),
-            [SemSegEvaluator, COCOPanopticEvaluator, COCOEvaluator],
+            [LabelMapSemSegEvaluator, COCOPanopticEvaluator, COCOEvaluator],
         ),
         ("coco_panoptic_seg", dict(panoptic=True), [COCOPanopticEvaluator]),
         (
             "ade20k_panoptic_seg",
             dict(semantic=True, instance=True, panoptic=True),
-            [SemSegEvaluator, COCOPanopticEvaluator, InstanceSegEvaluator],
+            [LabelMapSemSegEvaluator, COCOPanopticEvaluator, InstanceSegEvaluator],
         ),
         ("mapillary_vistas_panoptic_seg", dict(instance=True), [InstanceSegEvaluator]),
         (
             "mapillary_vistas_panoptic_seg",
             dict(semantic=True, panoptic=True),
-            [SemSegEvaluator, COCOPanopticEvaluator],
+            [LabelMapSemSegEvaluator, COCOPanopticEvaluator],
         ),
         (
             "cityscapes_panoptic_seg",
             dict(semantic=True, instance=True, panoptic=True),
-            [COCOPanopticEvaluator, CityscapesSemSegEvaluator, CityscapesInstanceEvaluator],
+            [COCOPanopticEvaluator, LabelMapCityscapesSemSegEvaluator, CityscapesInstanceEvaluator],
         ),
-        ("cityscapes_sem_seg", {}, [CityscapesSemSegEvaluator]),
+        ("cityscapes_sem_seg", {}, [LabelMapCityscapesSemSegEvaluator]),
         ("cityscapes_instance", {}, [CityscapesInstanceEvaluator]),
     ],
 )
@@ -164,3 +169,56 @@ def test_build_evaluator_unknown_type_names_dataset(typed_datasets, tmp_path):
     # a known type whose outputs are all switched off gets the same clear error
     with pytest.raises(NotImplementedError, match="ade20k_panoptic_seg"):
         build_evaluator(_cfg(output_dir=str(tmp_path)), typed_datasets["ade20k_panoptic_seg"])
+
+
+@pytest.mark.parametrize("form", ["scores", "labels"])
+def test_semantic_evaluators_take_either_form(typed_datasets, tmp_path, form):
+    cfg = _cfg(semantic=True, output_dir=str(tmp_path))
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT = form
+    assert _types(build_evaluator(cfg, typed_datasets["sem_seg"])) == [LabelMapSemSegEvaluator]
+    cityscapes = build_evaluator(cfg, typed_datasets["cityscapes_panoptic_seg"])
+    assert _types(cityscapes) == [LabelMapCityscapesSemSegEvaluator]
+    assert issubclass(LabelMapSemSegEvaluator, SemSegEvaluator)
+    assert issubclass(LabelMapCityscapesSemSegEvaluator, CityscapesSemSegEvaluator)
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_label_map_evaluator_gives_the_scores_mious(tmp_path, with_nan):
+    """The same predictions as (K, H, W) scores to detectron2's SemSegEvaluator, and as scores
+    and as their argmax (H, W) to LabelMapSemSegEvaluator: the same mIoU and per-class IoUs,
+    and the same predictions json."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 4, (2, 20, 24), generator=g).numpy().astype(np.uint8)
+    gt[:, :3] = 255  # ignored pixels
+    dicts = []
+    for i in range(2):
+        path = str(tmp_path / f"gt{i}.png")
+        Image.fromarray(gt[i]).save(path)
+        dicts.append({"file_name": f"img{i}.jpg", "sem_seg_file_name": path})
+    name = register(
+        "labels_vs_scores_sem_seg", dicts, evaluator_type="sem_seg", stuff_classes=list("abcd"), ignore_label=255
+    )
+    inputs = [{"file_name": d["file_name"]} for d in dicts]
+    scores = torch.rand(2, 4, 20, 24, generator=g)
+    scores[:, 1] = scores[:, 3]  # ties: the first class wins, as with torch.argmax
+    if with_nan:  # torch.argmax picks a NaN: the label map evaluator leaves such scores to it
+        scores[0, 2, 5, 5] = float("nan")
+    metrics = {}
+    for run, (evaluator_cls, outputs) in enumerate((
+        (SemSegEvaluator, [{"sem_seg": s} for s in scores]),
+        (LabelMapSemSegEvaluator, [{"sem_seg": s} for s in scores]),
+        (LabelMapSemSegEvaluator, [{"sem_seg_labels": s.argmax(0), "sem_seg_label_scores": s.amax(0)} for s in scores]),
+    )):
+        out_dir = tmp_path / str(run)
+        evaluator = evaluator_cls(name, distributed=False, output_dir=str(out_dir))
+        evaluator.reset()
+        evaluator.process(inputs, outputs)
+        metrics[run] = (evaluator.evaluate(), json.loads((out_dir / "sem_seg_predictions.json").read_text()))
+    assert metrics[0] == metrics[1] == metrics[2]
+    assert 0 < metrics[0][0]["sem_seg"]["mIoU"] < 100

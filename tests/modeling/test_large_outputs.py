@@ -15,8 +15,15 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import Visualizer
 
-from mask2former.modeling import mask_resize, segment_assembly
-from mask2former.modeling.postprocessing import BlockwisePostProcessor, InferenceSettings, PlainPostProcessor
+from mask2former.modeling import mask_resize, postprocessing, segment_assembly
+from mask2former.modeling.postprocessing import (
+    SEMANTIC_LABEL_SCORES,
+    SEMANTIC_LABELS,
+    BlockwisePostProcessor,
+    InferenceSettings,
+    PlainPostProcessor,
+    semantic_labels,
+)
 from model_utils import REPO
 
 NUM_CLASSES, QUERIES = 12, 10
@@ -93,12 +100,13 @@ from mask2former.modeling.postprocessing import BlockwisePostProcessor, Inferenc
 
 torch.set_num_threads(1)
 segment_assembly.FLOAT_MASKS_MAX_BYTES = 0  # bool instance masks, as at 3000x4000
-queries, classes, out = 100, 20, (600, 900)
+semantic_output, classes = sys.argv[1], int(sys.argv[2])
+queries, out = 100, (600, 900)
 g = torch.Generator().manual_seed(0)
 mask_cls = torch.randn(queries, classes + 1, generator=g)
 mask_cls[torch.arange(queries), torch.arange(queries) % classes] += 6  # every query confident
 mask_pred = 4 * torch.randn(queries, 64, 96, generator=g)
-settings = InferenceSettings(True, True, True, 0.5, 0.8, 100)
+settings = InferenceSettings(True, True, True, 0.5, 0.8, 100, True, semantic_output)
 def resident():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -110,22 +118,74 @@ result = BlockwisePostProcessor(settings)(
 with open("/proc/self/status") as f:
     peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 instances = result["instances"]
-outputs = sum(t.numel() * t.element_size() for t in (result["sem_seg"], result["panoptic_seg"][0], instances.pred_masks))
+semantic = [v for k, v in result.items() if k.startswith("sem_seg")]
+outputs = sum(t.numel() * t.element_size() for t in (*semantic, result["panoptic_seg"][0], instances.pred_masks))
 import mask2former, os
 package = os.path.dirname(os.path.abspath(mask2former.__file__))
 print(json.dumps({"growth": peak - before, "outputs": outputs, "instances": len(instances), "package": package}))
 """
 
 
-def test_post_processing_memory_is_the_outputs_own():
+@pytest.mark.parametrize("semantic_output, classes", [("scores", 20), ("labels", 133)])
+def test_post_processing_memory_is_the_outputs_own(semantic_output, classes):
     """Semantic, panoptic and 100 instance outputs at 600x900 from 100 queries, in a fresh
-    process: the peak RSS growth is the outputs' size (99 MB) plus a few blocks of working
-    memory, where the plain computation holds every query's float logits (216 MB), their
-    sigmoid (216 MB) and the instance masks as floats (216 MB)."""
+    process: the peak RSS growth is the outputs' size (99 MB with 20 classes' scores) plus a few
+    blocks of working memory, where the plain computation holds every query's float logits
+    (216 MB), their sigmoid (216 MB) and the instance masks as floats (216 MB). In the label
+    form, with COCO's 133 classes, the growth stays below the (133, 600, 900) scores alone
+    (287 MB): they never exist."""
     # this checkout's package, whatever other checkouts earlier tests put on sys.path
     env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, env=env, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, semantic_output, str(classes)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     assert measured["package"] == os.path.join(REPO, "mask2former") and measured["instances"] == 100
     assert measured["growth"] < measured["outputs"] + 96 * 2**20, measured
+    if semantic_output == "labels":
+        assert measured["growth"] < classes * 600 * 900 * 4, measured
+
+
+# ----------------------------------------------------------------- semantic output as labels
+def _tied_predictions():
+    """Predictions whose classes 2 and 4 have equal probabilities for every query and win
+    many pixels, so that the semantic scores tie exactly there."""
+    mask_cls, mask_pred = _predictions()
+    mask_cls[:, 2] = mask_cls[:, 4] = 6.0
+    return mask_cls, mask_pred
+
+
+@pytest.mark.parametrize("postprocessor", [BlockwisePostProcessor, PlainPostProcessor])
+@pytest.mark.parametrize("all_outputs", [True, False])
+@pytest.mark.parametrize("small_pieces", [False, True])
+def test_labels_are_the_argmax_of_the_scores(monkeypatch, postprocessor, all_outputs, small_pieces):
+    """The label form equals torch.argmax of the default scores, ties going to the first class,
+    and its scores are the winning ones: with all three outputs (mask logits resized first) and
+    with the semantic output alone (scores resized last), in one piece and in small pieces
+    (blocks of a few rows; one class resized at a time)."""
+    if small_pieces:
+        monkeypatch.setitem(mask_resize._BLOCK_BYTES, "cpu", 2000)
+        monkeypatch.setattr(postprocessing, "_CLASS_CHUNK_BYTES", 1)
+    mask_cls, mask_pred = _tied_predictions()
+    flags = (True, all_outputs, all_outputs, 0.3, 0.2, 8, all_outputs)
+    args = (mask_cls, mask_pred, (52, 68), (47, 66), (121, 93), IS_THING)
+    scores = postprocessor(InferenceSettings(*flags))(*args)
+    labels = postprocessor(InferenceSettings(*flags, semantic_output="labels"))(*args)
+    assert "sem_seg" not in labels and set(labels) - {SEMANTIC_LABELS, SEMANTIC_LABEL_SCORES} == set(scores) - {"sem_seg"}
+    want = scores["sem_seg"].argmax(dim=0)
+    assert labels[SEMANTIC_LABELS].shape == (121, 93) and labels[SEMANTIC_LABELS].dtype == torch.long
+    assert torch.equal(labels[SEMANTIC_LABELS], want)
+    assert torch.equal(labels[SEMANTIC_LABEL_SCORES], scores["sem_seg"].max(dim=0).values)
+    tied = scores["sem_seg"][2] == scores["sem_seg"][4]
+    assert (tied & (want == 2)).sum() > 100 and not (want == 4).any()
+    assert torch.equal(semantic_labels(labels), semantic_labels(scores))
+    if all_outputs:  # the other outputs are unchanged
+        assert torch.equal(labels["panoptic_seg"][0], scores["panoptic_seg"][0])
+        assert torch.equal(labels["instances"].pred_masks, scores["instances"].pred_masks)
+
+
+def test_unknown_semantic_output_names_the_key():
+    with pytest.raises(ValueError, match="MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT.*'probabilities'"):
+        InferenceSettings(True, False, False, 0.3, 0.2, 8, False, "probabilities")

@@ -279,3 +279,32 @@ def test_sem_seg_labels_in_dataset_ids_and_16_bit():
     assert labels.dtype == np.uint16 and labels.tolist() == [[3, 8], [300, 300]]
     plain = sem_seg_to_label_image(scores, _Metadata())  # no id map: contiguous ids
     assert plain.dtype == np.uint8 and plain.tolist() == [[0, 1], [2, 2]]
+
+
+def test_semantic_labels_save_and_draw_as_the_scores(demo_cli, train_net, checkpoint, synthetic_root, tmp_path):
+    """MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT labels: the demo's semantic drawings and saved
+    files, and the web demo's segment rows, are those of the default scores."""
+    from app import segment_rows
+    from predictor import VisualizationDemo
+
+    image_root = MetadataCatalog.get(VAL).image_root
+    files, rows = {}, {}
+    for form in ("scores", "labels"):
+        opts = [*OPTS, "MODEL.WEIGHTS", checkpoint, "MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT", form]
+        argv = ["--config-file", CONFIG, "--input", image_root, "--task", "semantic",
+                "--output", str(tmp_path / form / "drawn"), "--save-predictions", str(tmp_path / form / "saved"),
+                "--opts", *opts]
+        assert demo_cli.main(argv) == 0
+        files[form] = {
+            os.path.relpath(os.path.join(d, f), tmp_path / form): open(os.path.join(d, f), "rb").read()
+            for d, _, names in os.walk(tmp_path / form) for f in names
+        }
+        args = train_net.default_argument_parser().parse_args(["--config-file", CONFIG, *opts])
+        demo = VisualizationDemo(train_net.build_config(args)[0], task="semantic")
+        image = cv2.imread(os.path.join(image_root, sorted(os.listdir(image_root))[0]))
+        predictions = demo.predictor(image)
+        assert ("sem_seg_labels" in predictions) == (form == "labels")
+        rows[form] = segment_rows(predictions, "semantic", demo.metadata)
+    assert sum(name.startswith("saved/sem_seg/") for name in files["scores"]) == 4
+    assert files["labels"] == files["scores"]
+    assert rows["labels"] == rows["scores"] and len(rows["scores"]) > 1

@@ -124,6 +124,7 @@ class MaskFormer(nn.Module):
     overlap_threshold = _setting("overlap_threshold")
     test_topk_per_image = _setting("test_topk_per_image")
     sem_seg_postprocess_before_inference = _setting("sem_seg_postprocess_before_inference")
+    semantic_output = _setting("semantic_output")
 
     @configurable
     def __init__(
@@ -145,6 +146,7 @@ class MaskFormer(nn.Module):
         instance_on: bool,
         test_topk_per_image: int,
         postprocessor: str = "blockwise",
+        semantic_output: str = "scores",
     ):
         """
         Args:
@@ -161,6 +163,9 @@ class MaskFormer(nn.Module):
             postprocessor: how the outputs are computed from the predictions, "blockwise" or
                 "plain" (see :mod:`~mask2former.modeling.postprocessing`; the same outputs up
                 to float rounding, "plain" with full-resolution logits of every query).
+            semantic_output: "scores" (detectron2's "sem_seg" (K, H, W)) or "labels" (their
+                argmax (H, W) and its score, in bounded memory at large output sizes; see
+                :class:`~mask2former.modeling.postprocessing.InferenceSettings`).
         """
         super().__init__()
         set_mask_classification_modules(
@@ -169,7 +174,7 @@ class MaskFormer(nn.Module):
         )
         settings = InferenceSettings(
             semantic_on, panoptic_on, instance_on, object_mask_threshold, overlap_threshold,
-            test_topk_per_image, sem_seg_postprocess_before_inference,
+            test_topk_per_image, sem_seg_postprocess_before_inference, semantic_output,
         )
         self.postprocessor: MaskPostProcessor = build_mask_postprocessor(postprocessor, settings)
 
@@ -207,6 +212,7 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "semantic_output": test.get("SEMANTIC_OUTPUT", "scores"),
         }
 
     @property
@@ -230,8 +236,9 @@ class MaskFormer(nn.Module):
                 with gt_classes (N,) and gt_masks (N, H, W).
         Returns:
             in training, a dict of weighted losses; in inference, one dict per image with
-            "sem_seg" (K, height, width), "panoptic_seg" (ids (height, width), segments_info)
-            and/or "instances", as configured.
+            "sem_seg" (K, height, width) (or, with semantic_output "labels", "sem_seg_labels"
+            and "sem_seg_label_scores", both (height, width)), "panoptic_seg" (ids (height,
+            width), segments_info) and/or "instances", as configured.
         """
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
