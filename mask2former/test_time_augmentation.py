@@ -47,6 +47,12 @@ class SemanticSegmentorWithTTA(nn.Module):
         self.tta_mapper = tta_mapper if tta_mapper is not None else DatasetMapperTTA(cfg)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if getattr(model, "semantic_output", "scores") != "scores":
+            # the mean over augmentations needs every class's scores, which "labels" never holds
+            raise ValueError(
+                "SemanticSegmentorWithTTA needs the semantic scores: set "
+                f"MODEL.MASK_FORMER.TEST.SEMANTIC_OUTPUT to 'scores', not {model.semantic_output!r}"
+            )
         self.batch_size = batch_size
 
     def _with_image(self, dataset_dict: Dict) -> Dict:

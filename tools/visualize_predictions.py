@@ -27,6 +27,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 
 from mask2former.config import build_config_or_exit
+from mask2former.modeling.postprocessing import semantic_labels
 from mask2former.utils.cpu_allocator import keep_freed_memory_on_cpu
 from mask2former.checkpoint import load_model_weights
 
@@ -45,7 +46,7 @@ def _draw_prediction(image: np.ndarray, output: Dict, metadata) -> np.ndarray:
         instances = output["instances"].to("cpu")
         instances = instances[instances.scores > 0.5]
         return vis.draw_instance_predictions(instances).get_image()
-    return vis.draw_sem_seg(output["sem_seg"].argmax(dim=0).cpu()).get_image()
+    return vis.draw_sem_seg(semantic_labels(output).cpu()).get_image()
 
 
 def _draw_ground_truth(image: np.ndarray, record: Dict, metadata) -> np.ndarray:

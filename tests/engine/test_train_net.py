@@ -391,3 +391,10 @@ def test_finite_loss_check_stops_the_loop_before_the_step():
     assert "loss_a=" in str(e.value) and "loss_a=nan" not in str(e.value)
     assert torch.equal(model.linear.weight, stepped)  # no optimizer step after the NaN
     check.unwatch()
+
+
+def test_tta_refuses_a_model_that_returns_semantic_labels():
+    model = _ColumnModel()
+    model.semantic_output = "labels"
+    with pytest.raises(ValueError, match="SEMANTIC_OUTPUT"):
+        SemanticSegmentorWithTTA(_tta_cfg(), model)
