@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectron2.projects.point_rend.point_features import get_uncertain_point_coords_with_randomness
 from detectron2.utils import comm
 
 from .matcher import check_time_axis, dice, indented_repr, masks_at_points
+from .point_sampling import get_uncertain_point_coords_with_randomness
 
 __all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
 
@@ -81,7 +81,10 @@ def _pad_masks_to_max_size(masks: Sequence[Tensor]) -> List[Tensor]:
     """
     max_h = max(m.shape[-2] for m in masks)
     max_w = max(m.shape[-1] for m in masks)
-    return [F.pad(m, (0, max_w - m.shape[-1], 0, max_h - m.shape[-2])) for m in masks]
+    return [
+        m if m.shape[-2:] == (max_h, max_w) else F.pad(m, (0, max_w - m.shape[-1], 0, max_h - m.shape[-2]))
+        for m in masks
+    ]
 
 
 class SetCriterion(nn.Module):
@@ -240,6 +243,10 @@ class SetCriterion(nn.Module):
             output the same names suffixed with f"_{i}".
         """
         outputs_without_aux = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        # The matcher and the mask losses of every decoder output read the target masks in the
+        # predictions' dtype: convert them once here rather than three times per output.
+        mask_dtype = outputs_without_aux["pred_masks"].dtype
+        targets = [{**t, "masks": t["masks"].to(mask_dtype)} for t in targets]
         indices = self.matcher(outputs_without_aux, targets)
 
         device = outputs_without_aux["pred_logits"].device
