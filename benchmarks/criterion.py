@@ -71,7 +71,8 @@ def _leaves(outputs) -> List:
 
 class PeakTensorMemory:
     """While active: the most bytes held at once by the storages that torch ops create (each
-    storage counted once, until it is freed), forward and backward alike."""
+    storage counted once, until it is freed; views and in-place results not counted), forward
+    and backward alike."""
 
     def __init__(self):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -81,8 +82,10 @@ class PeakTensorMemory:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                for t in out if isinstance(out, (tuple, list)) else [out]:
-                    if isinstance(t, torch.Tensor):
+                outs = out if isinstance(out, (tuple, list)) else [out]
+                for t, ret in zip(outs, func._schema.returns):
+                    # views and in-place results alias storages that exist already
+                    if isinstance(t, torch.Tensor) and ret.alias_info is None:
                         tracker._track(t.untyped_storage())
                 return out
 
@@ -137,9 +140,13 @@ def measure(spec: Dict) -> Dict:
         with memory or contextlib.nullcontext():
             start, cpu_start = time.perf_counter(), time.process_time()
             losses = criterion(outputs, targets)
+            if memory is not None:
+                forward = {"forward_peak_mb": memory.peak / 2**20, "saved_mb": memory.held / 2**20}
             total = sum(WEIGHTS[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] * v for k, v in losses.items())
             total.backward()
             times = (time.perf_counter() - start, time.process_time() - cpu_start)
+        if memory is not None:
+            return {**forward, "step_peak_mb": memory.peak / 2**20}
         return times, outputs, targets, losses
 
     _, outputs, targets, losses = step(0)
@@ -156,10 +163,9 @@ def measure(spec: Dict) -> Dict:
     times = [step(seed)[0] for seed in range(1, spec["iters"] + 1)]
     rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
 
-    memory = PeakTensorMemory()
-    step(spec["iters"] + 1, memory)
-    peak = memory.peak
-    return {"sec": statistics.median(t[0] for t in times), "cpu_sec": statistics.median(t[1] for t in times), "peak_alloc_mb": peak / 2**20, "rss_growth_mb": rss_growth}
+    memory = step(spec["iters"] + 1, PeakTensorMemory())
+    return {"sec": statistics.median(t[0] for t in times), "cpu_sec": statistics.median(t[1] for t in times),
+            **memory, "rss_growth_mb": rss_growth}
 
 
 def export_revision(rev: str, into: str) -> str:
@@ -228,17 +234,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = ["| checkout | s / step | CPU s / step | peak allocated (MB) | peak RSS growth (MB) |",
-            "|---|---|---|---|---|"]
+    columns = [("s / step", "sec", 3), ("CPU s / step", "cpu_sec", 3), ("forward peak (MB)", "forward_peak_mb", 1),
+               ("kept for backward (MB)", "saved_mb", 1), ("step peak (MB)", "step_peak_mb", 1),
+               ("peak RSS growth (MB)", "rss_growth_mb", 1)]
+    rows = ["| checkout | " + " | ".join(c[0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, s in summary.items():
         label = f"baseline `{args.baseline}`" if name == "baseline" else "this"
-        rows.append(f"| {label} | {s['sec']:.3f} | {s['cpu_sec']:.3f} | {s['peak_alloc_mb']:.1f} | "
-                    f"{s['rss_growth_mb']:.1f} |")
+        rows.append(f"| {label} | " + " | ".join(f"{s[key]:.{digits}f}" for _, key, digits in columns) + " |")
     if args.baseline:
-        t, b = summary["this"], summary["baseline"]
-        rows.append(f"| this / baseline | {t['sec'] / b['sec']:.2f} | {t['cpu_sec'] / b['cpu_sec']:.2f} | "
-                    f"{t['peak_alloc_mb'] / b['peak_alloc_mb']:.2f} | "
-                    f"{t['rss_growth_mb'] / max(b['rss_growth_mb'], 1e-9):.2f} |")
+        ratios = (summary["this"][key] / max(summary["baseline"][key], 1e-9) for _, key, _ in columns)
+        rows.append("| this / baseline | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
     table = "\n".join(rows)
     print(table)
     if check is not None:
@@ -257,8 +262,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"{SIZE}x{SIZE} per image, 12544 points; median over {args.rounds} alternating workers of the "
         f"median of {args.iters} steps",
         "- CPU s: the worker's processor time (all threads), less sensitive than wall time to other "
-        "load on the machine; peak allocated: most bytes held at once by the tensors that torch ops create during one "
-        "step (forward and backward, tracked with a dispatch mode); peak RSS growth: the worker's, over the timed steps",
+        "load on the machine; memory: bytes held by the tensors that torch ops create (tracked with a "
+        "dispatch mode; the gradients of the 10 outputs' masks alone are 74 MB): most at once during "
+        "the forward, still held at its end (kept for the backward), most at once during the step; peak RSS growth: the worker's, over the timed steps",
         f"- allocator (`--malloc {args.malloc}`): {MALLOC_MODES[args.malloc]}",
         *([f"- same seeds, both checkouts: losses equal to {check['loss_rel_diff']:.1e}, gradients "
            f"(pred_logits, pred_masks of every output) to {check['grad_rel_diff']:.1e} of their "
