@@ -7,7 +7,6 @@ matched queries only, at ``num_points`` uncertainty-sampled points per mask (Poi
 importance sampling) instead of at full resolution. Video mask tubes (a time axis after the
 query axis) are sampled frame by frame (see :meth:`SetCriterion.loss_masks`).
 """
-import math
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 from detectron2.utils import comm
 
 from .matcher import check_time_axis, dice, indented_repr, masks_at_points
-from .point_sampling import bilinear_corners, get_uncertain_point_coords_with_randomness, sample_masks
+from .point_sampling import get_uncertain_point_coords_with_randomness
 
 __all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
 
@@ -86,34 +85,6 @@ def _pad_masks_to_max_size(masks: Sequence[Tensor]) -> List[Tensor]:
         m if m.shape[-2:] == (max_h, max_w) else F.pad(m, (0, max_w - m.shape[-1], 0, max_h - m.shape[-2]))
         for m in masks
     ]
-
-
-def _matched_targets_at_points(targets: Targets, indices: Indices, point_coords: Tensor) -> Tensor:
-    """
-    Values of the matched target masks at their points, as if the masks were zero-padded to
-    the largest size of the batch (see :func:`_pad_masks_to_max_size`), but read in place.
-
-    Args:
-        targets: per image "masks" (N_b, [T,] H_b, W_b), any dtype (usually bool).
-        indices: per image (query indices, target indices) of the R matched pairs.
-        point_coords: (R*T, P, 2) points in [0, 1]^2 of the padded size, one row per matched
-            mask (or tube frame), in matching order.
-
-    Returns:
-        (R*T, P) float values (bilinear, the values of ``grid_sample`` on the padded masks).
-    """
-    grid_size = (max(t["masks"].shape[-2] for t in targets), max(t["masks"].shape[-1] for t in targets))
-    values, start = [], 0
-    for t, (_, tgt_idx) in zip(targets, indices):
-        masks = t["masks"].flatten(0, -3)  # (N_b*T, H_b, W_b)
-        frames = math.prod(t["masks"].shape[1:-2])  # T, or 1 for images
-        arange = torch.arange(frames, device=masks.device)
-        rows = (tgt_idx.to(masks.device)[:, None] * frames + arange).flatten()
-        coords = point_coords[start : start + len(rows)]
-        start += len(rows)
-        corners = bilinear_corners(coords, grid_size, masks.shape[-2:])
-        values.append(sample_masks(masks.flatten(1), corners, rows))
-    return torch.cat(values)
 
 
 class SetCriterion(nn.Module):
@@ -210,6 +181,13 @@ class SetCriterion(nn.Module):
             zero = pred_masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
 
+        # Gather the matched targets before padding, so only R masks are copied/converted.
+        target_masks = torch.cat(
+            _pad_masks_to_max_size(
+                [t["masks"][J].to(src_masks) for t, (_, J) in zip(targets, indices)]
+            )
+        ).flatten(0, -3)  # (R, H', W'), or (R*T, H', W')
+
         with torch.no_grad():
             point_coords = get_uncertain_point_coords_with_randomness(
                 src_masks[:, None],
@@ -218,7 +196,7 @@ class SetCriterion(nn.Module):
                 self.oversample_ratio,
                 self.importance_sample_ratio,
             )  # (R, P, 2)
-            point_labels = _matched_targets_at_points(targets, indices, point_coords).to(src_masks.dtype)
+            point_labels = masks_at_points(target_masks, point_coords)  # (R, P)
 
         point_logits = masks_at_points(src_masks, point_coords)
 
@@ -265,6 +243,10 @@ class SetCriterion(nn.Module):
             output the same names suffixed with f"_{i}".
         """
         outputs_without_aux = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        # The matcher and the mask losses of every decoder output read the target masks in the
+        # predictions' dtype: convert them once here rather than three times per output.
+        mask_dtype = outputs_without_aux["pred_masks"].dtype
+        targets = [{**t, "masks": t["masks"].to(mask_dtype)} for t in targets]
         indices = self.matcher(outputs_without_aux, targets)
 
         device = outputs_without_aux["pred_logits"].device

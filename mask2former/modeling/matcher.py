@@ -19,8 +19,6 @@ from torch import Tensor, nn
 
 from detectron2.projects.point_rend.point_features import point_sample
 
-from .point_sampling import bilinear_corners, sample_masks, sample_table
-
 __all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss", "check_time_axis"]
 
 
@@ -64,18 +62,9 @@ def _masks_to_compare(
     if point_coords is None:
         tgt_masks = F.interpolate(tgt_masks[:, None].float(), size=pred_masks.shape[-2:], mode="nearest")
         return pred_masks.float().reshape(num_queries, -1), tgt_masks.reshape(num_targets, -1).t()
-    points = point_coords[0]
-    pred_corners = bilinear_corners(points, pred_masks.shape[-2:])
-    tgt_corners = pred_corners
-    if tgt_masks.shape[-2:] != pred_masks.shape[-2:]:
-        tgt_corners = bilinear_corners(points, tgt_masks.shape[-2:])
-    # The Q*T predicted masks, one column each of a (H*W, Q*T) table, are read at the same corners.
-    table = pred_masks.flatten(1).t().contiguous().float()
-    out_masks = sample_table(table, pred_corners)  # (P, Q*T)
-    tgt_masks = sample_masks(tgt_masks.flatten(1), tgt_corners)  # (N*T, P)
-    # (query, frame, point) order, as the targets'
-    out_masks = out_masks.view(len(points), num_queries, -1).permute(1, 2, 0).reshape(num_queries, -1)
-    return out_masks, tgt_masks.reshape(num_targets, -1).t()
+    out_masks = masks_at_points(pred_masks, point_coords)  # (Q*T, P)
+    tgt_masks = masks_at_points(tgt_masks.to(pred_masks), point_coords)  # (N*T, P)
+    return out_masks.float().reshape(num_queries, -1), tgt_masks.float().reshape(num_targets, -1).t()
 
 
 def dice(inputs: Tensor, targets: Tensor, pairwise: bool) -> Tensor:
