@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from .matcher import check_time_axis, dice, indented_repr, masks_at_points
 from .point_sampling import get_uncertain_point_coords_with_randomness
 
-__all__ = ["SetCriterion", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
+__all__ = ["SetCriterion", "PointMaskLosses", "dice_loss", "sigmoid_ce_loss", "calculate_uncertainty"]
 
 Outputs = Dict[str, Tensor]  # "pred_logits" (B, Q, K+1), "pred_masks" (B, Q, H, W)
 Targets = List[Dict[str, Tensor]]  # per image "labels" (N_b,), "masks" (N_b, H', W')
@@ -71,6 +71,47 @@ def calculate_uncertainty(logits: Tensor) -> Tensor:
     """
     assert logits.shape[1] == 1, f"expected class-agnostic logits (R, 1, ...), got {logits.shape}"
     return -torch.abs(logits)
+
+
+class PointMaskLosses(torch.autograd.Function):
+    """
+    :func:`sigmoid_ce_loss` and :func:`dice_loss` of masks sampled at points, as one autograd
+    node: ``apply(masks (R, H, W), point_coords (R, P, 2), labels (R, P), num_masks)`` returns
+    the two scalar losses, with the values of the plain computation. The backward keeps only
+    its inputs (the plain graph also keeps the sampling grid, the point logits and their
+    sigmoid, 3.5x the point labels' size) and recomputes the point logits; gradients flow to
+    ``masks`` only.
+    """
+
+    @staticmethod
+    def forward(ctx, masks: Tensor, point_coords: Tensor, labels: Tensor, num_masks: float):
+        logits = masks_at_points(masks, point_coords)
+        ctx.save_for_backward(masks, point_coords, labels)
+        ctx.num_masks = num_masks
+        return sigmoid_ce_loss(logits, labels, num_masks), dice_loss(logits, labels, num_masks)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_bce: Tensor, grad_dice: Tensor):
+        masks, point_coords, labels = ctx.saved_tensors
+        # half precision masks (autocast) are sampled in float32, as autocast samples them
+        work = masks if masks.dtype in (torch.float32, torch.float64) else masks.float()
+        grid = (2.0 * point_coords - 1.0)[:, :, None].to(work.dtype)  # (R, P, 1, 2), point_sample's
+        logits = F.grid_sample(work[:, None], grid, align_corners=False)[:, 0, :, 0]
+        labels = labels.to(work.dtype)
+        probs = logits.sigmoid()
+        # d(mean BCE)/dx = (sigmoid(x) - t) / P;  with S = sum p + sum t + 1 and I = sum p t,
+        # d(1 - (2I + 1) / S)/dp = ((2I + 1) - 2 t S) / S^2, and dp/dx = p (1 - p).
+        grad_logits = (probs - labels) * (grad_bce / (logits.shape[1] * ctx.num_masks))
+        total = probs.sum(-1, keepdim=True) + labels.sum(-1, keepdim=True) + 1
+        intersection = (probs * labels).sum(-1, keepdim=True)
+        grad_probs = (2 * intersection + 1 - 2 * labels * total) / total.square()
+        grad_logits += grad_probs * probs * (1 - probs) * (grad_dice / ctx.num_masks)
+        grad_masks = torch.ops.aten.grid_sampler_2d_backward(
+            grad_logits[:, None, :, None], work[:, None], grid,
+            0, 0, False, [True, False],  # bilinear, zero padding, align_corners=False
+        )[0]
+        return grad_masks[:, 0].to(masks.dtype), None, None, None
 
 
 def _pad_masks_to_max_size(masks: Sequence[Tensor]) -> List[Tensor]:
@@ -198,12 +239,8 @@ class SetCriterion(nn.Module):
             )  # (R, P, 2)
             point_labels = masks_at_points(target_masks, point_coords)  # (R, P)
 
-        point_logits = masks_at_points(src_masks, point_coords)
-
-        return {
-            "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
-            "loss_dice": dice_loss(point_logits, point_labels, num_masks),
-        }
+        loss_mask, loss_dice = PointMaskLosses.apply(src_masks, point_coords, point_labels, num_masks)
+        return {"loss_mask": loss_mask, "loss_dice": loss_dice}
 
     @staticmethod
     def _get_src_permutation_idx(indices: Indices) -> Tuple[Tensor, Tensor]:
