@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from detectron2.projects.point_rend.point_features import point_sample
 
+from .point_sampling import bilinear_corners, sample_table
+
 __all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss", "check_time_axis"]
 
 
@@ -62,9 +64,14 @@ def _masks_to_compare(
     if point_coords is None:
         tgt_masks = F.interpolate(tgt_masks[:, None].float(), size=pred_masks.shape[-2:], mode="nearest")
         return pred_masks.float().reshape(num_queries, -1), tgt_masks.reshape(num_targets, -1).t()
-    out_masks = masks_at_points(pred_masks, point_coords)  # (Q*T, P)
+    num_points = point_coords.shape[1]
+    # The Q*T predicted masks, one column each of a (H*W, Q*T) table, read at the same corners.
+    table = pred_masks.flatten(1).t().float().contiguous()
+    out_masks = sample_table(table, bilinear_corners(point_coords[0], pred_masks.shape[-2:]))  # (P, Q*T)
+    # (query, frame, point) order, as the targets'
+    out_masks = out_masks.view(num_points, num_queries, -1).permute(1, 2, 0).reshape(num_queries, -1)
     tgt_masks = masks_at_points(tgt_masks.to(pred_masks), point_coords)  # (N*T, P)
-    return out_masks.float().reshape(num_queries, -1), tgt_masks.float().reshape(num_targets, -1).t()
+    return out_masks, tgt_masks.float().reshape(num_targets, -1).t()
 
 
 def dice(inputs: Tensor, targets: Tensor, pairwise: bool) -> Tensor:
