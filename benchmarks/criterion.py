@@ -43,6 +43,8 @@ def synthetic_inputs(seed: int):
     """(outputs, targets) of one step: leaf tensors requiring grad, and 3-8 rectangles per image."""
     import torch
 
+    from training import synthetic_batch  # this checkout's benchmarks/ (the script's directory)
+
     g = torch.Generator().manual_seed(seed)
 
     def output():
@@ -53,15 +55,11 @@ def synthetic_inputs(seed: int):
 
     outputs = output()
     outputs["aux_outputs"] = [output() for _ in range(OUTPUTS - 1)]
-    targets = []
-    for _ in range(BATCH):
-        n = int(torch.randint(3, 9, (1,), generator=g))
-        masks = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
-        for i in range(n):
-            y0, x0 = torch.randint(0, SIZE * 3 // 4, (2,), generator=g).tolist()
-            h, w = torch.randint(SIZE // 8, SIZE // 2, (2,), generator=g).tolist()
-            masks[i, y0 : y0 + h, x0 : x0 + w] = True
-        targets.append({"labels": torch.randint(0, CLASSES, (n,), generator=g), "masks": masks})
+    # the targets of benchmarks/training.py's synthetic training batches
+    targets = [
+        {"labels": x["instances"].gt_classes, "masks": x["instances"].gt_masks}
+        for x in synthetic_batch(BATCH, SIZE, CLASSES, seed)
+    ]
     return outputs, targets
 
 
@@ -201,17 +199,16 @@ def compare(saved_this: str, saved_base: str) -> Dict:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", help="git revision to measure against (e.g. b209547)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating worker runs per checkout")
     parser.add_argument("--iters", type=int, default=3, help="timed steps per worker (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(json.loads(args.worker))))
-        return
+        return print(json.dumps(measure(json.loads(args.worker))))
     import torch
 
     from common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
@@ -234,47 +231,55 @@ def main(argv: Optional[List[str]] = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    columns = [("s / step", "sec", 3), ("CPU s / step", "cpu_sec", 3), ("forward peak (MB)", "forward_peak_mb", 1),
-               ("kept for backward (MB)", "saved_mb", 1), ("step peak (MB)", "step_peak_mb", 1),
-               ("peak RSS growth (MB)", "rss_growth_mb", 1)]
-    rows = ["| checkout | " + " | ".join(c[0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, s in summary.items():
-        label = f"baseline `{args.baseline}`" if name == "baseline" else "this"
-        rows.append(f"| {label} | " + " | ".join(f"{s[key]:.{digits}f}" for _, key, digits in columns) + " |")
-    if args.baseline:
-        ratios = (summary["this"][key] / max(summary["baseline"][key], 1e-9) for _, key, _ in columns)
-        rows.append("| this / baseline | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
-    table = "\n".join(rows)
+    table = format_table(summary, args.baseline)
     print(table)
     if check is not None:
         print(check)
         if not check["same_matching"] or check["loss_rel_diff"] > 1e-5 or check["grad_rel_diff"] > 1e-4:
             raise SystemExit(f"the checkouts disagree: {check}")
-    cmd = "python benchmarks/criterion.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        "## Training losses (matcher + criterion)",
-        "",
-        f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
-        f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; load average "
-        f"1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
-        f"- one step: forward and backward of the losses of {OUTPUTS} decoder outputs, batch {BATCH}, "
+    if args.no_write:
+        return
+    command = "python benchmarks/criterion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = [
+        f"date: {datetime.date.today().isoformat()}; command: `{command.strip()}`",
+        f"CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; load average 1/5/15 min "
+        f"at the end: {load_average()} on {os.cpu_count()} cores",
+        f"one step: forward and backward of the losses of {OUTPUTS} decoder outputs, batch {BATCH}, "
         f"{QUERIES} queries, {CLASSES} classes, mask logits {MASK_SIZE}x{MASK_SIZE}, 3-8 targets of "
         f"{SIZE}x{SIZE} per image, 12544 points; median over {args.rounds} alternating workers of the "
         f"median of {args.iters} steps",
-        "- CPU s: the worker's processor time (all threads), less sensitive than wall time to other "
-        "load on the machine; memory: bytes held by the tensors that torch ops create (tracked with a "
-        "dispatch mode; the gradients of the 10 outputs' masks alone are 74 MB): most at once during "
-        "the forward, still held at its end (kept for the backward), most at once during the step; peak RSS growth: the worker's, over the timed steps",
-        f"- allocator (`--malloc {args.malloc}`): {MALLOC_MODES[args.malloc]}",
-        *([f"- same seeds, both checkouts: losses equal to {check['loss_rel_diff']:.1e}, gradients "
-           f"(pred_logits, pred_masks of every output) to {check['grad_rel_diff']:.1e} of their "
-           f"largest magnitude, matchings identical: {check['same_matching']}"] if check else []),
-        "",
-        table,
-    ])
-    if not args.no_write:
-        write_section("criterion", text)
-        print("\nwrote the criterion section of benchmarks/RESULTS.md")
+        "CPU s: the worker's processor time (all threads), less sensitive than wall time to other load "
+        "on the machine",
+        "memory: bytes held by the tensors that torch ops create (tracked with a dispatch mode; the "
+        "gradients of the 10 outputs' masks alone are 74 MB): most at once during the forward, still "
+        "held at its end (kept for the backward), most at once during the step; peak RSS growth: the "
+        "worker's, over the timed steps",
+        f"allocator (`--malloc {args.malloc}`): {MALLOC_MODES[args.malloc]}",
+    ]
+    if check is not None:
+        notes.append(
+            f"same seeds, both checkouts: losses equal to {check['loss_rel_diff']:.1e}, gradients "
+            f"(pred_logits, pred_masks of every output) to {check['grad_rel_diff']:.1e} of their largest "
+            f"magnitude, matchings identical: {check['same_matching']}"
+        )
+    section = "## Training losses (matcher + criterion)\n\n" + "".join(f"- {n}\n" for n in notes)
+    write_section("criterion", section + "\n" + table)
+    print("\nwrote the criterion section of benchmarks/RESULTS.md")
+
+
+def format_table(summary: Dict[str, Dict], baseline: Optional[str]) -> str:
+    """Markdown table of the medians of each checkout, and their ratios."""
+    columns = [("s / step", "sec", 3), ("CPU s / step", "cpu_sec", 3), ("forward peak (MB)", "forward_peak_mb", 1),
+               ("kept for backward (MB)", "saved_mb", 1), ("step peak (MB)", "step_peak_mb", 1),
+               ("peak RSS growth (MB)", "rss_growth_mb", 1)]
+    rows = ["| checkout | " + " | ".join(c[0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, s in summary.items():
+        label = f"baseline `{baseline}`" if name == "baseline" else "this"
+        rows.append(f"| {label} | " + " | ".join(f"{s[key]:.{digits}f}" for _, key, digits in columns) + " |")
+    if baseline:
+        ratios = (summary["this"][key] / max(summary["baseline"][key], 1e-9) for _, key, _ in columns)
+        rows.append("| this / baseline | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
