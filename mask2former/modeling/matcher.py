@@ -129,7 +129,7 @@ def _pairwise_mask_costs(
     Pairwise mean sigmoid BCE and dice loss (see :func:`dice`) of Q predictions against N targets.
 
     Args:
-        inputs: (Q, D) mask logits at D points (any strides, e.g. a transposed (D, Q) tensor).
+        inputs: (Q, D) mask logits at D points.
         targets: (D, N) target values at the same points, one column per target.
 
     Returns:
