@@ -128,6 +128,23 @@ def _pad_masks_to_max_size(masks: Sequence[Tensor]) -> List[Tensor]:
     ]
 
 
+def _matched_target_masks(targets: Targets, indices: Indices) -> Tensor:
+    """
+    (R*T, H', W') the matched target masks in matching order (frames of a tube in a row),
+    zero-padded to the largest size of the batch. Only the R matched masks are copied, once
+    when all images have one size.
+    """
+    masks = [t["masks"] for t in targets]
+    if any(m.shape[1:] != masks[0].shape[1:] for m in masks):
+        return torch.cat(_pad_masks_to_max_size([m[J] for m, (_, J) in zip(masks, indices)])).flatten(0, -3)
+    matched = masks[0].new_empty((sum(len(J) for _, J in indices), *masks[0].shape[1:]))
+    start = 0
+    for m, (_, J) in zip(masks, indices):
+        torch.index_select(m, 0, J.to(m.device), out=matched[start : start + len(J)])
+        start += len(J)
+    return matched.flatten(0, -3)
+
+
 class SetCriterion(nn.Module):
     """
     Hungarian-matching based losses: classification over all queries (with the "no object"
@@ -222,12 +239,7 @@ class SetCriterion(nn.Module):
             zero = pred_masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
 
-        # Gather the matched targets before padding, so only R masks are copied/converted.
-        target_masks = torch.cat(
-            _pad_masks_to_max_size(
-                [t["masks"][J].to(src_masks) for t, (_, J) in zip(targets, indices)]
-            )
-        ).flatten(0, -3)  # (R, H', W'), or (R*T, H', W')
+        target_masks = _matched_target_masks(targets, indices).to(src_masks)  # (R[*T], H', W')
 
         with torch.no_grad():
             point_coords = get_uncertain_point_coords_with_randomness(

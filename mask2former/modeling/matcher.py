@@ -68,6 +68,7 @@ def _masks_to_compare(
     # The Q*T predicted masks, one column each of a (H*W, Q*T) table, read at the same corners.
     table = pred_masks.flatten(1).t().float().contiguous()
     out_masks = sample_table(table, bilinear_corners(point_coords[0], pred_masks.shape[-2:]))  # (P, Q*T)
+    del table
     # (query, frame, point) order, as the targets'
     out_masks = out_masks.view(num_points, num_queries, -1).permute(1, 2, 0).reshape(num_queries, -1)
     tgt_masks = masks_at_points(tgt_masks.to(pred_masks), point_coords)  # (N*T, P)

@@ -54,7 +54,13 @@ def _plain_losses(output, targets, indices, num_masks, num_points):
     if src.shape[0] == 0:
         zero = output["pred_masks"].sum() * 0.0
         return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
-    tgt = torch.cat([targets[b]["masks"][j].float() for b, (_, j) in enumerate(indices)]).flatten(0, -3)
+    height = max(t["masks"].shape[-2] for t in targets)
+    width = max(t["masks"].shape[-1] for t in targets)
+    tgt = torch.cat([
+        F.pad(targets[b]["masks"][j].float(), (0, width - targets[b]["masks"].shape[-1], 0,
+                                               height - targets[b]["masks"].shape[-2]))
+        for b, (_, j) in enumerate(indices)
+    ]).flatten(0, -3)
     with torch.no_grad():
         points = point_features.get_uncertain_point_coords_with_randomness(
             src[:, None], calculate_uncertainty, num_points, 3.0, 0.75
@@ -67,7 +73,7 @@ def _plain_losses(output, targets, indices, num_masks, num_points):
     return {"loss_ce": loss_ce, "loss_mask": bce, "loss_dice": dice.sum() / num_masks}
 
 
-def _case(seed, num_queries, num_targets, frames=None, num_outputs=3):
+def _case(seed, num_queries, num_targets, frames=None, num_outputs=3, sizes=((24, 24), (24, 24))):
     g = torch.Generator().manual_seed(seed)
     time_axis = () if frames is None else (frames,)
 
@@ -82,8 +88,8 @@ def _case(seed, num_queries, num_targets, frames=None, num_outputs=3):
     outputs["aux_outputs"] = [output() for _ in range(num_outputs - 1)]
     targets = [
         {"labels": torch.randint(0, NUM_CLASSES, (n,), generator=g),
-         "masks": torch.rand(n, *time_axis, 24, 24, generator=g) > 0.6}
-        for n in num_targets
+         "masks": torch.rand(n, *time_axis, *size, generator=g) > 0.6}
+        for n, size in zip(num_targets, sizes)
     ]
     return outputs, targets
 
@@ -116,16 +122,17 @@ def _grads(outputs, losses):
 
 
 @pytest.mark.parametrize(
-    "seed,num_queries,num_targets,frames",
+    "seed,num_queries,num_targets,frames,sizes",
     [
-        (0, 10, (3, 5), None),  # images
-        (1, 10, (4, 0), None),  # an image without targets
-        (2, 4, (6, 2), None),  # more targets than queries
-        (3, 6, (2, 3), 2),  # videos (T = 2)
+        (0, 10, (3, 5), None, ((24, 24), (24, 24))),  # images
+        (1, 10, (4, 0), None, ((24, 24), (24, 24))),  # an image without targets
+        (2, 4, (6, 2), None, ((24, 24), (24, 24))),  # more targets than queries
+        (3, 6, (2, 3), 2, ((24, 24), (24, 24))),  # videos (T = 2)
+        (4, 8, (3, 2), None, ((24, 16), (20, 24))),  # targets of different sizes (padded)
     ],
 )
-def test_criterion_equals_plain_computation(seed, num_queries, num_targets, frames):
-    outputs, targets = _case(seed, num_queries, num_targets, frames)
+def test_criterion_equals_plain_computation(seed, num_queries, num_targets, frames, sizes):
+    outputs, targets = _case(seed, num_queries, num_targets, frames, sizes=sizes)
     video = frames is not None
     matcher = (VideoHungarianMatcher if video else HungarianMatcher)(**COSTS, num_points=NUM_POINTS)
     criterion = (VideoSetCriterion if video else SetCriterion)(
