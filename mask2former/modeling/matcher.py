@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from detectron2.projects.point_rend.point_features import point_sample
 
+from .point_sampling import bilinear_corners, sample_table
+
 __all__ = ["HungarianMatcher", "batch_dice_loss", "batch_sigmoid_ce_loss", "check_time_axis"]
 
 
@@ -38,6 +40,39 @@ def masks_at_points(masks: Tensor, point_coords: Tensor) -> Tensor:
     if point_coords.shape[0] == 1:
         return point_sample(masks[None], point_coords, align_corners=False)[0]
     return point_sample(masks[:, None], point_coords, align_corners=False)[:, 0]
+
+
+def _masks_to_compare(
+    pred_masks: Tensor, tgt_masks: Tensor, point_coords: Optional[Tensor]
+) -> Tuple[Tensor, Tensor]:
+    """
+    The values at which predicted and target masks (or tubes) are compared, as float32.
+
+    Args:
+        pred_masks: (Q, [T,] H, W) mask logits.
+        tgt_masks: (N, [T,] H', W') binary masks.
+        point_coords: (1, P, 2) points in [0, 1]^2 shared by all masks and frames, or None for
+            every pixel of the prediction grid (targets resized to it, nearest).
+
+    Returns:
+        (Q, D) predictions and (D, N) targets (a transposed view), D = T*P (or T*H*W), the
+        values of a tube's frames in the same order on both sides.
+    """
+    num_queries, num_targets = pred_masks.shape[0], tgt_masks.shape[0]
+    pred_masks = pred_masks.flatten(0, -3)  # (Q*T, H, W)
+    tgt_masks = tgt_masks.flatten(0, -3)  # (N*T, H', W')
+    if point_coords is None:
+        tgt_masks = F.interpolate(tgt_masks[:, None].float(), size=pred_masks.shape[-2:], mode="nearest")
+        return pred_masks.float().reshape(num_queries, -1), tgt_masks.reshape(num_targets, -1).t()
+    num_points = point_coords.shape[1]
+    # The Q*T predicted masks, one column each of a (H*W, Q*T) table, read at the same corners.
+    table = pred_masks.flatten(1).t().float().contiguous()
+    out_masks = sample_table(table, bilinear_corners(point_coords[0], pred_masks.shape[-2:]))  # (P, Q*T)
+    del table
+    # (query, frame, point) order, as the targets'
+    out_masks = out_masks.view(num_points, num_queries, -1).permute(1, 2, 0).reshape(num_queries, -1)
+    tgt_masks = masks_at_points(tgt_masks.to(pred_masks), point_coords)  # (N*T, P)
+    return out_masks, tgt_masks.float().reshape(num_targets, -1).t()
 
 
 def dice(inputs: Tensor, targets: Tensor, pairwise: bool) -> Tensor:
@@ -61,6 +96,10 @@ def dice(inputs: Tensor, targets: Tensor, pairwise: bool) -> Tensor:
     else:
         intersection = (inputs * targets).sum(-1)
         input_sum, target_sum = inputs.sum(-1), targets.sum(-1)
+    return _dice_from_sums(intersection, input_sum, target_sum)
+
+
+def _dice_from_sums(intersection: Tensor, input_sum: Tensor, target_sum: Tensor) -> Tensor:
     return 1 - (2 * intersection + 1) / (input_sum + target_sum + 1)
 
 
@@ -81,16 +120,30 @@ def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
     Returns:
         (Q, N) tensor of mean per-point BCE.
     """
-    num_points = inputs.shape[1]
-    # BCE is linear in the target, so the pairwise loss splits into a "target = 1" part and a
-    # "target = 0" part, each a matrix product: no (Q, N, P) tensor is ever built.
-    # BCE(x, 1) = -log sigmoid(x) and BCE(x, 0) = x - log sigmoid(x): the same values as
-    # F.binary_cross_entropy_with_logits against all-ones / all-zeros targets, from one
-    # log-sigmoid and without building those targets.
-    pos = -F.logsigmoid(inputs)
-    neg = inputs + pos
-    loss = torch.einsum("nc,mc->nm", pos, targets) + torch.einsum("nc,mc->nm", neg, 1 - targets)
-    return loss / num_points
+    return _pairwise_mask_costs(inputs, targets.t(), with_dice=False)[0]
+
+
+def _pairwise_mask_costs(
+    inputs: Tensor, targets: Tensor, with_dice: bool = True
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """
+    Pairwise mean sigmoid BCE and dice loss (see :func:`dice`) of Q predictions against N targets.
+
+    Args:
+        inputs: (Q, D) mask logits at D points.
+        targets: (D, N) target values at the same points, one column per target.
+
+    Returns:
+        (Q, N) BCE and (Q, N) dice (None unless ``with_dice``).
+    """
+    # BCE(x, t) = softplus(x) - x t: linear in the target, so the pairwise loss is a row sum
+    # minus one matrix product, and no (Q, N, D) tensor is ever built.
+    bce = (F.softplus(inputs).sum(-1, keepdim=True) - inputs @ targets) / inputs.shape[1]
+    if not with_dice:
+        return bce, None
+    probs = inputs.sigmoid()
+    dice_cost = _dice_from_sums(probs @ targets, probs.sum(-1, keepdim=True), targets.sum(0, keepdim=True))
+    return bce, dice_cost
 
 
 def check_time_axis(pred_shape: Tuple[int, ...], target_shape: Tuple[int, ...], where: str) -> None:
@@ -169,34 +222,17 @@ class HungarianMatcher(nn.Module):
 
         Returns:
             (Q, N) float32 cost matrix. A tube's costs are those of its T*P (or T*H*W) values
-            flattened in (t, point) order, as one mask.
+            compared as one mask.
         """
         out_prob = pred_logits.softmax(-1)  # (Q, K+1)
         # The constant 1 of "1 - prob" does not change the assignment, so it is omitted.
         cost_class = -out_prob[:, tgt_labels]
 
-        num_queries, num_targets = pred_masks.shape[0], tgt_masks.shape[0]
-        # Tubes are sampled as Q*T (N*T) frame masks; a no-op for (Q, H, W) / (N, H', W').
-        pred_masks = pred_masks.flatten(0, -3)
-        tgt_masks = tgt_masks.flatten(0, -3).to(pred_masks)
-        if point_coords is not None:
-            tgt_masks = masks_at_points(tgt_masks, point_coords)  # (N*T, P)
-            out_masks = masks_at_points(pred_masks, point_coords)  # (Q*T, P)
-        else:
-            tgt_masks = F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="nearest")
-            tgt_masks = tgt_masks.flatten(1)  # (N*T, H*W)
-            out_masks = pred_masks.flatten(1)  # (Q*T, H*W)
-        tgt_masks = tgt_masks.reshape(num_targets, -1)  # (N, T*P)
-        out_masks = out_masks.reshape(num_queries, -1)  # (Q, T*P)
-
+        out_masks, tgt_masks = _masks_to_compare(pred_masks, tgt_masks, point_coords)
         # Under mixed precision the sums over thousands of points overflow/lose precision
         # in half precision, so the mask costs are always computed in float32.
         with torch.autocast(device_type=out_masks.device.type, enabled=False):
-            out_masks = out_masks.float()
-            tgt_masks = tgt_masks.float()
-            cost_mask = batch_sigmoid_ce_loss(out_masks, tgt_masks)
-            cost_dice = batch_dice_loss(out_masks, tgt_masks)
-
+            cost_mask, cost_dice = _pairwise_mask_costs(out_masks, tgt_masks)
         return (
             self.cost_mask * cost_mask
             + self.cost_class * cost_class.float()
