@@ -72,8 +72,12 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
         )
         src = self.norm1(src + self.dropout1(src2))
-        # in place: saves allocating and writing a (B, S, d_ffn) tensor
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        # In place only without autograd (saves allocating a (B, S, d_ffn) tensor): on the view
+        # that linear returns, autograd would record an in-place op on a view, whose backward
+        # zero-fills and copies the whole (B, S, d_ffn) gradient twice more; out of place, the
+        # graph keeps the same one tensor (the ReLU's output).
+        hidden = F.relu(self.linear1(src), inplace=not torch.is_grad_enabled())
+        src2 = self.linear2(self.dropout2(hidden))
         return self.norm2(src + self.dropout3(src2))
 
 
