@@ -25,9 +25,9 @@ def _close(a: float, b: float, scale: float, kind: str) -> bool:
     return abs(a - b) <= RTOL[kind] * scale + 1e-9
 
 
-@pytest.fixture(scope="module")
-def fingerprints(one_thread):
-    return training_fingerprints(REPO)
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "activation_checkpointing"])
+def fingerprints(request, one_thread):
+    return training_fingerprints(REPO, ["MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING", str(request.param)])
 
 
 @pytest.fixture(scope="module")

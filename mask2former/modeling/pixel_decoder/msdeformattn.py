@@ -13,6 +13,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..transformer_decoder.mask2former_transformer_decoder import NUM_MULTI_SCALE_LEVELS
+from ..transformer_decoder.layers import run_layer
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .fpn import add_fpn_levels
 from .ops.modules import MSDeformAttn
@@ -84,10 +85,11 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
 class MSDeformAttnTransformerEncoder(nn.Module):
     """A stack of identical deformable encoder layers sharing reference points."""
 
-    def __init__(self, encoder_layer: nn.Module, num_layers: int):
+    def __init__(self, encoder_layer: nn.Module, num_layers: int, activation_checkpointing: bool = False):
         super().__init__()
         self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
+        self.activation_checkpointing = activation_checkpointing
 
     @staticmethod
     def get_reference_points(
@@ -127,7 +129,10 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         output = src
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = run_layer(
+                layer, output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                checkpointed=self.activation_checkpointing,
+            )
         return output
 
 
@@ -143,6 +148,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         dropout: float = 0.1,
         num_feature_levels: int = 4,
         enc_n_points: int = 4,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
@@ -150,7 +156,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         encoder_layer = MSDeformAttnTransformerEncoderLayer(
             d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
         )
-        self.encoder = MSDeformAttnTransformerEncoder(encoder_layer, num_encoder_layers)
+        self.encoder = MSDeformAttnTransformerEncoder(encoder_layer, num_encoder_layers, activation_checkpointing)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self._reset_parameters()
 
@@ -220,6 +226,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: List[str],
         common_stride: int,
         transformer_n_points: int = 4,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
@@ -260,6 +267,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             num_encoder_layers=transformer_enc_layers,
             num_feature_levels=self.transformer_num_feature_levels,
             enc_n_points=transformer_n_points,
+            activation_checkpointing=activation_checkpointing,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
@@ -293,6 +301,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
             "common_stride": head.COMMON_STRIDE,
+            "activation_checkpointing": cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING,
         }
 
     @torch.autocast(device_type="cuda", enabled=False)
