@@ -9,6 +9,7 @@ CPU the growth of the process's peak RSS over what it held before the first iter
 
     .venv/bin/python benchmarks/training.py                                   # CPU, 384x384, batch 2
     .venv/bin/python benchmarks/training.py --baseline b209547 --rounds 3     # before / after
+    .venv/bin/python benchmarks/training.py --baseline b209547 --opts MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING True
     .venv/bin/python benchmarks/training.py --device cuda --size 1024 --batch 2 [--amp]
 
 With ``--baseline REV`` the same measurement also runs on a temporary checkout of git revision
@@ -63,7 +64,7 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
 def measure(spec: Dict) -> Dict:
     from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
 
-    cfg = checkout_config(spec, spec["config"])
+    cfg = checkout_config(spec, spec["config"], spec.get("opts", []))
     import torch
     from detectron2.modeling import build_model
 
@@ -163,6 +164,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--baseline", metavar="REV", help="git revision to measure side by side")
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --baseline: runs per checkout, alternating (fresh process each)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config options for this checkout only (not the baseline), e.g. "
+                        "MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING True")
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
                         help="CPU runs: glibc malloc setting, see MALLOC_MODES in benchmarks/common.py")
     parser.add_argument("--no-write", action="store_true")
@@ -175,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from common import MALLOC_MODES, cpu_model, load_average, revision_checkout, run_worker, write_section
 
-    spec = {"repo": REPO, "config": args.config, "device": args.device, "size": args.size,
+    spec = {"repo": REPO, "config": args.config, "opts": args.opts, "device": args.device, "size": args.size,
             "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp,
             "malloc": args.malloc}
     comparison = None
@@ -184,7 +188,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         with revision_checkout(args.baseline) as base_repo:
             for _ in range(args.rounds):
                 for name, repo in (("baseline", base_repo), ("this", REPO)):
-                    res = run_worker(__file__, dict(spec, repo=repo), cwd=repo)
+                    opts = args.opts if name == "this" else []
+                    res = run_worker(__file__, dict(spec, repo=repo, opts=opts), cwd=repo)
                     results[name].append(res)
                     print(f"{name}: {res['sec_per_iter']:.2f} s / iter, "
                           f"{res['peak_mb_per_image']:.0f} MB / image", flush=True)
@@ -194,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         r = run_worker(__file__, spec, cwd=REPO)
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-    cells = [f"`{args.config}`", device + (" AMP" if args.amp else ""), f"{args.size}x{args.size}",
+    cells = [f"`{args.config}`" + (f" {' '.join(args.opts)}" if args.opts else ""), device + (" AMP" if args.amp else ""), f"{args.size}x{args.size}",
              str(args.batch), f"{r['sec_per_iter']:.2f}", f"{r['peak_mb_per_image']:.0f}", str(r["finite"])]
     header = ["config", "device", "crop", "batch", "s / iter", "peak memory / image (MB)", "losses finite"]
     if comparison:
@@ -211,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(table)
     cmd = "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        "## Training (whole model)",
+        "## Training (whole model)" + (f", `{' '.join(args.opts)}`" if args.opts else ""),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
         f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; random weights "
@@ -235,8 +240,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         table,
     ]
     if not args.no_write:
-        write_section("training", "\n".join(lines))
-        print("\nwrote the training section of benchmarks/RESULTS.md")
+        # one section per set of options, so that a run with options keeps the plain run's table
+        section = "training" + (f", {' '.join(args.opts)}" if args.opts else "")
+        write_section(section, "\n".join(lines))
+        print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":
