@@ -202,12 +202,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             src and pos: lists of (L_l, B, hidden_dim) sequences, here L_l = H_l*W_l and B = N.
         """
         src, pos = [], []
-        # Contiguous once per level: every layer attending to a level projects these sequences,
-        # and a linear layer copies a permuted input on every call (same values either way).
         for i in range(self.num_feature_levels):
-            pos.append(self.memory_sequence(self.position_encoding(x[i]).flatten(2)).contiguous())
+            pos.append(self.memory_sequence(self.position_encoding(x[i]).flatten(2)))
             feat = self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]
-            src.append(self.memory_sequence(feat).contiguous())
+            src.append(self.memory_sequence(feat))
         return src, pos
 
     def position_encoding(self, feature: Tensor) -> Tensor:
@@ -309,8 +307,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             outputs_class (B, Q, K+1) or None, outputs_mask (B, Q, H, W) logits or None, and
             attn_mask (B*nheads, Q, h*w) bool (True = not attended) or None.
         """
-        # (B, Q, C), contiguous once rather than copied by each linear layer reading it
-        decoder_output = self.decoder_norm(output).transpose(0, 1).contiguous()
+        decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
         mask_embed = self.mask_embed(decoder_output)
         outputs_class, outputs_mask = None, None
         if mask_features is not None:
