@@ -1,6 +1,6 @@
 """Training steps give the losses, gradients and parameter updates of the implementation before
 the training-path speed-ups (stored in training_step_reference.json, see
-training_step_reference.py), up to float rounding."""
+training_step_reference.py), up to float rounding, with and without activation checkpointing."""
 import json
 import math
 import os
@@ -11,14 +11,19 @@ from model_utils import REPO
 from training_step_reference import training_fingerprints
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_step_reference.json")
-# float32 rounding: the speed-ups reorder sums (attention kernels, the multi-tensor optimizer),
-# which moves results by a few float32 ulps per operation; over two steps of a model whose
-# gradients pass through ~100 operations that stays below 1e-5 relative.
-RTOL = 1e-5
+# On the machine that stored the reference the fingerprints are bitwise equal (the speed-ups
+# keep every kernel call and its operands). The tolerances are for other CPUs, whose BLAS and
+# convolution kernels may round differently: a few float32 ulps per operation, far below 1e-5
+# relative over two steps (measured 1e-7 for a change of rounding in the linear layers).
+# The parameter updates get a looser bound: AdamW divides every gradient element by its own
+# magnitude, so an element whose gradient is zero up to rounding (e.g. the key bias of an
+# attention layer, to which softmax is invariant) moves by about +-lr whatever its rounding
+# noise is; a change of rounding flips such steps (measured: 1.5e-5 of an update's norm).
+RTOL = {"losses": 1e-5, "grads": 1e-5, "updates": 1e-4}
 
 
-def _close(a: float, b: float, scale: float) -> bool:
-    return abs(a - b) <= RTOL * scale + 1e-9
+def _close(a: float, b: float, scale: float, kind: str) -> bool:
+    return abs(a - b) <= RTOL[kind] * scale + 1e-9
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "activation_checkpointing"])
@@ -37,7 +42,7 @@ def test_losses_equal(fingerprints, reference):
     for step, (ours, ref) in enumerate(zip(fingerprints["losses"], reference["losses"])):
         assert ours.keys() == ref.keys(), f"step {step}: loss names differ"
         for name in ref:
-            assert _close(ours[name], ref[name], abs(ref[name])), (step, name, ours[name], ref[name])
+            assert _close(ours[name], ref[name], abs(ref[name]), "losses"), (step, name, ours[name], ref[name])
 
 
 @pytest.mark.parametrize("kind", ["grads", "updates"])
@@ -49,6 +54,6 @@ def test_gradients_and_updates_equal(fingerprints, reference, kind):
         our_sum, our_sq = ours[name]
         # a sum of elements can cancel to ~0, so its tolerance is relative to the L2 norm
         norm = math.sqrt(ref_sq)
-        if not (_close(our_sq, ref_sq, ref_sq) and _close(our_sum, ref_sum, norm)):
+        if not (_close(our_sq, ref_sq, ref_sq, kind) and _close(our_sum, ref_sum, norm, kind)):
             bad.append((name, (our_sum, our_sq), (ref_sum, ref_sq)))
     assert bad == []
