@@ -148,7 +148,6 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         dropout: float = 0.1,
         num_feature_levels: int = 4,
         enc_n_points: int = 4,
-        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
@@ -156,7 +155,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         encoder_layer = MSDeformAttnTransformerEncoderLayer(
             d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
         )
-        self.encoder = MSDeformAttnTransformerEncoder(encoder_layer, num_encoder_layers, activation_checkpointing)
+        self.encoder = MSDeformAttnTransformerEncoder(encoder_layer, num_encoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self._reset_parameters()
 
@@ -267,8 +266,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             num_encoder_layers=transformer_enc_layers,
             num_feature_levels=self.transformer_num_feature_levels,
             enc_n_points=transformer_n_points,
-            activation_checkpointing=activation_checkpointing,
         )
+        self.transformer.encoder.activation_checkpointing = activation_checkpointing
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
         self.mask_dim = mask_dim
