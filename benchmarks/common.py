@@ -1,13 +1,17 @@
 """What the benchmark scripts share: machine description, timing, and RESULTS.md sections."""
+import contextlib
+import glob
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import torch
 
@@ -125,3 +129,24 @@ def checkout_config(spec: Dict, config_file: str, opts: Sequence[str] = ()):
     cfg.merge_from_file(os.path.join(spec["repo"], config_file))
     cfg.merge_from_list(["MODEL.DEVICE", spec["device"], "MODEL.WEIGHTS", "", *opts])
     return cfg
+
+
+@contextlib.contextmanager
+def revision_checkout(rev: str) -> Iterator[str]:
+    """A temporary checkout of git revision ``rev`` of this repository (``git archive``), with
+    this checkout's compiled ``mask2former/_C*.so`` copied in (the op's sources rarely change
+    and cannot be built here in a benchmark); yields its path and removes it afterwards."""
+    sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise ValueError(f"--baseline {rev!r} is not a git revision of {REPO}: {sha.stderr.strip()}")
+    path = tempfile.mkdtemp(prefix=f"baseline-{rev}-")
+    try:
+        archive = subprocess.run(["git", "-C", REPO, "archive", sha.stdout.strip()],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", path], input=archive, check=True)
+        for so in glob.glob(os.path.join(REPO, "mask2former", "_C*.so")):
+            shutil.copy(so, os.path.join(path, "mask2former"))
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,14 +1,23 @@
-"""Training speed and memory of a whole Mask2Former model.
+"""Training speed and memory of a whole Mask2Former model, optionally against a git revision.
 
-A fresh worker process builds the model and optimizer of a config (random weights, the config's
-solver: AdamW, gradient clipping), and runs training iterations on synthetic batches of
+A fresh worker process builds the model and optimizer of a config (random weights, seed 0, the
+config's solver: AdamW, gradient clipping), and runs training iterations on synthetic batches of
 ``--size`` x ``--size`` images (the LSJ crop size; the reference trains COCO at 1024) with a few
 random rectangle instances of random classes each. It reports seconds per iteration (median after
 two warm-up iterations) and peak memory per image: peak allocated CUDA memory on a GPU; on the
 CPU the growth of the process's peak RSS over what it held before the first iteration.
 
-    .venv/bin/python benchmarks/training.py                                   # CPU, 256x256, batch 2
+    .venv/bin/python benchmarks/training.py                                   # CPU, 384x384, batch 2
+    .venv/bin/python benchmarks/training.py --baseline b209547 --rounds 3     # before / after
+    .venv/bin/python benchmarks/training.py --baseline b209547 --opts MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING True
     .venv/bin/python benchmarks/training.py --device cuda --size 1024 --batch 2 [--amp]
+
+With ``--baseline REV`` the same measurement also runs on a temporary checkout of git revision
+REV (``git archive``, this checkout's compiled op copied in), alternating with this checkout
+``--rounds`` times in fresh processes; it prints the time and peak-memory ratios (this / REV,
+medians over the rounds) and the largest difference between the two checkouts' loss terms over
+every iteration (same seed, same batches: equal up to float rounding when the mathematics and the
+random draws are the same).
 
 The losses are Mask2Former's point-sampled ones (K = 12544 points of the matched masks only), so
 no full-resolution mask of every query is ever materialised; the memory figures show it.
@@ -17,6 +26,7 @@ Results go to the ``training`` section of benchmarks/RESULTS.md (unless ``--no-w
 import argparse
 import datetime
 import json
+import math
 import os
 import resource
 import statistics
@@ -54,7 +64,7 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
 def measure(spec: Dict) -> Dict:
     from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
 
-    cfg = checkout_config(spec, spec["config"])
+    cfg = checkout_config(spec, spec["config"], spec.get("opts", []))
     import torch
     from detectron2.modeling import build_model
 
@@ -78,7 +88,7 @@ def measure(spec: Dict) -> Dict:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        return float(loss)
+        return {k: float(v) for k, v in losses.items()}
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.startswith("cuda"):
@@ -98,12 +108,23 @@ def measure(spec: Dict) -> Dict:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    totals = [sum(terms.values()) for terms in losses]
     return {
         "sec_per_iter": statistics.median(times),
+        "times": times,
         "peak_mb_per_image": peak / spec["batch"],
-        "final_loss": losses[-1],
-        "finite": all(l == l and abs(l) != float("inf") for l in losses),
+        "losses": losses,
+        "final_loss": totals[-1],
+        "finite": all(math.isfinite(t) for t in totals),
     }
+
+
+def max_loss_difference(a: List[Dict[str, float]], b: List[Dict[str, float]]) -> float:
+    """Largest absolute difference between two runs' loss terms over all iterations (inf when
+    the runs have different iterations or loss names)."""
+    if len(a) != len(b) or any(x.keys() != y.keys() for x, y in zip(a, b)):
+        return float("inf")
+    return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in x)
 
 
 class _null:
@@ -114,15 +135,38 @@ class _null:
         return False
 
 
+def compare(results: Dict[str, List[Dict]]) -> Dict[str, float]:
+    """Ratios this / baseline of the median time per iteration and of the median peak memory
+    over the rounds, and the largest loss difference (first rounds; every round of a checkout
+    computes the same losses)."""
+    this, base = results["this"], results["baseline"]
+    sec = {k: statistics.median(t for r in rs for t in r["times"]) for k, rs in results.items()}
+    mem = {k: statistics.median(r["peak_mb_per_image"] for r in rs) for k, rs in results.items()}
+    return {
+        "time_ratio": sec["this"] / sec["baseline"],
+        "memory_ratio": mem["this"] / mem["baseline"],
+        "sec": sec,
+        "mem": mem,
+        "loss_diff": max_loss_difference(this[0]["losses"], base[0]["losses"]),
+        "rounds_agree": max(max_loss_difference(r["losses"], this[0]["losses"]) for r in this),
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, default=256, help="square training crop (LSJ IMAGE_SIZE)")
+    parser.add_argument("--size", type=int, default=384, help="square training crop (LSJ IMAGE_SIZE)")
     parser.add_argument("--batch", type=int, default=2, help="images per iteration")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations (after 2 warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="git revision to measure side by side")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline: runs per checkout, alternating (fresh process each)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config options for this checkout only (not the baseline), e.g. "
+                        "MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING True")
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
                         help="CPU runs: glibc malloc setting, see MALLOC_MODES in benchmarks/common.py")
     parser.add_argument("--no-write", action="store_true")
@@ -133,40 +177,73 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     import torch
 
-    from common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
+    from common import MALLOC_MODES, cpu_model, load_average, revision_checkout, run_worker, write_section
 
-    spec = {"repo": REPO, "config": args.config, "device": args.device, "size": args.size,
+    spec = {"repo": REPO, "config": args.config, "opts": args.opts, "device": args.device, "size": args.size,
             "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp,
             "malloc": args.malloc}
-    r = run_worker(__file__, spec, cwd=REPO)
+    comparison = None
+    if args.baseline:
+        results: Dict[str, List[Dict]] = {"baseline": [], "this": []}
+        with revision_checkout(args.baseline) as base_repo:
+            for _ in range(args.rounds):
+                for name, repo in (("baseline", base_repo), ("this", REPO)):
+                    opts = args.opts if name == "this" else []
+                    res = run_worker(__file__, dict(spec, repo=repo, opts=opts), cwd=repo)
+                    results[name].append(res)
+                    print(f"{name}: {res['sec_per_iter']:.2f} s / iter, "
+                          f"{res['peak_mb_per_image']:.0f} MB / image", flush=True)
+        comparison = compare(results)
+        r = results["this"][0]
+        r = dict(r, sec_per_iter=comparison["sec"]["this"], peak_mb_per_image=comparison["mem"]["this"])
+    else:
+        r = run_worker(__file__, spec, cwd=REPO)
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-    row = (f"| `{args.config}` | {device}{' AMP' if args.amp else ''} | {args.size}x{args.size} | "
-           f"{args.batch} | {r['sec_per_iter']:.2f} | {r['peak_mb_per_image']:.0f} | {r['finite']} |")
+    cells = [f"`{args.config}`" + (f" {' '.join(args.opts)}" if args.opts else ""), device + (" AMP" if args.amp else ""), f"{args.size}x{args.size}",
+             str(args.batch), f"{r['sec_per_iter']:.2f}", f"{r['peak_mb_per_image']:.0f}", str(r["finite"])]
+    header = ["config", "device", "crop", "batch", "s / iter", "peak memory / image (MB)", "losses finite"]
+    if comparison:
+        c = comparison
+        cells += [f"{c['sec']['baseline']:.2f}", f"{c['mem']['baseline']:.0f}", f"{c['time_ratio']:.2f}",
+                  f"{c['memory_ratio']:.2f}", f"{c['loss_diff']:.1e}"]
+        header += [f"{args.baseline}: s / iter", f"{args.baseline}: MB / image", "time ratio",
+                   "memory ratio", "max loss diff"]
     table = "\n".join([
-        "| config | device | crop | batch | s / iter | peak memory / image (MB) | losses finite |",
-        "|---|---|---|---|---|---|---|",
-        row,
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        "| " + " | ".join(cells) + " |",
     ])
     print(table)
     cmd = "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        "## Training (whole model)",
+    lines = [
+        "## Training (whole model)" + (f", `{' '.join(args.opts)}`" if args.opts else ""),
         "",
         f"- date: {datetime.date.today().isoformat()}; command: `{cmd.strip()}`",
-        f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; random weights; "
-        "synthetic batches of random rectangles; the config's optimizer (AdamW) and losses",
+        f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; random weights "
+        "(seed 0); synthetic batches of random rectangles; the config's optimizer (AdamW) and losses",
         f"- s / iter: median of {args.iters} iterations after 2 warm-up ones; peak memory: CUDA "
         "peak allocated above the model and optimizer (GPU) or growth of peak RSS (CPU), per image",
         f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
         f"- allocator (`--malloc {args.malloc}`, CPU only): {MALLOC_MODES[args.malloc]}",
+    ]
+    if comparison:
+        lines.append(
+            f"- baseline: git revision `{args.baseline}`, run alternately with this checkout "
+            f"{args.rounds} times (fresh process each); s / iter: median over all rounds' timed "
+            "iterations; memory: median over rounds; ratios this / baseline; max loss diff: largest "
+            f"absolute difference of any loss term in any of the {args.iters + 2} iterations (this "
+            f"checkout's rounds agree to {comparison['rounds_agree']:.1e})")
+    lines += [
         "- for comparison, the paper's figure for the COCO R50 model at 1024x1024 LSJ on a GPU is "
         "about 6 GB of memory per image; it can only be checked with `--device cuda --size 1024`",
         "",
         table,
-    ])
+    ]
     if not args.no_write:
-        write_section("training", text)
-        print("\nwrote the training section of benchmarks/RESULTS.md")
+        # one section per set of options, so that a run with options keeps the plain run's table
+        section = "training" + (f", {' '.join(args.opts)}" if args.opts else "")
+        write_section(section, "\n".join(lines))
+        print(f"\nwrote the {section!r} section of benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..transformer_decoder.mask2former_transformer_decoder import NUM_MULTI_SCALE_LEVELS
+from ..transformer_decoder.layers import run_layer
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .fpn import add_fpn_levels
 from .ops.modules import MSDeformAttn
@@ -72,18 +73,23 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
         )
         src = self.norm1(src + self.dropout1(src2))
-        # in place: saves allocating and writing a (B, S, d_ffn) tensor
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        # In place only without autograd (saves allocating a (B, S, d_ffn) tensor): on the view
+        # that linear returns, autograd would record an in-place op on a view, whose backward
+        # zero-fills and copies the whole (B, S, d_ffn) gradient twice more; out of place, the
+        # graph keeps the same one tensor (the ReLU's output).
+        hidden = F.relu(self.linear1(src), inplace=not torch.is_grad_enabled())
+        src2 = self.linear2(self.dropout2(hidden))
         return self.norm2(src + self.dropout3(src2))
 
 
 class MSDeformAttnTransformerEncoder(nn.Module):
     """A stack of identical deformable encoder layers sharing reference points."""
 
-    def __init__(self, encoder_layer: nn.Module, num_layers: int):
+    def __init__(self, encoder_layer: nn.Module, num_layers: int, activation_checkpointing: bool = False):
         super().__init__()
         self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
+        self.activation_checkpointing = activation_checkpointing
 
     @staticmethod
     def get_reference_points(
@@ -123,7 +129,10 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         output = src
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = run_layer(
+                layer, output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                checkpointed=self.activation_checkpointing,
+            )
         return output
 
 
@@ -216,6 +225,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: List[str],
         common_stride: int,
         transformer_n_points: int = 4,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
@@ -257,6 +267,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             num_feature_levels=self.transformer_num_feature_levels,
             enc_n_points=transformer_n_points,
         )
+        self.transformer.encoder.activation_checkpointing = activation_checkpointing
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
         self.mask_dim = mask_dim
@@ -289,6 +300,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
             "common_stride": head.COMMON_STRIDE,
+            "activation_checkpointing": cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING,
         }
 
     @torch.autocast(device_type="cuda", enabled=False)

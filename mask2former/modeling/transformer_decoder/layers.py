@@ -10,13 +10,28 @@ sub-layers they chain and in the names of their modules, which the published che
 """
 from typing import Callable, Dict, List, Optional
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def with_pos_embed(tensor: Tensor, pos: Optional[Tensor]) -> Tensor:
     """``tensor + pos``, or ``tensor`` when there is no positional embedding."""
     return tensor if pos is None else tensor + pos
+
+
+def run_layer(layer: Callable[..., Tensor], *args, checkpointed: bool = False) -> Tensor:
+    """
+    ``layer(*args)``. With ``checkpointed`` and autograd on, through activation checkpointing
+    (``MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING``): the layer's intermediate tensors are not
+    kept for backward but recomputed there, with the same random state, so that gradients are
+    the same while the memory of one layer's activations is held at a time, for one more
+    forward pass of the layer.
+    """
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False, preserve_rng_state=True)
+    return layer(*args)
 
 
 def xavier_init_(module: nn.Module) -> None:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 
-from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, aux_outputs
+from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, aux_outputs, run_layer
 from .maskformer_transformer_decoder import TRANSFORMER_DECODER_REGISTRY, decoder_config
 from .position_encoding import PositionEmbeddingSine
 
@@ -84,6 +84,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        activation_checkpointing: bool = False,
     ):
         """
         Args:
@@ -99,6 +100,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             pre_norm: pre-norm instead of post-norm layers.
             mask_dim: channels of the per-pixel mask features.
             enforce_input_project: add a 1x1 conv on features even if in_channels == hidden_dim.
+            activation_checkpointing: recompute each layer's activations in backward instead
+                of keeping them (see :func:`run_layer`).
         """
         super().__init__()
         self.mask_classification = mask_classification
@@ -107,6 +110,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         self.num_heads = nheads
         self.num_layers = dec_layers
+        self.activation_checkpointing = activation_checkpointing
         self.transformer_self_attention_layers = nn.ModuleList()
         self.transformer_cross_attention_layers = nn.ModuleList()
         self.transformer_ffn_layers = nn.ModuleList()
@@ -150,7 +154,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 for {cls.__name__} (it counts the "
             f"prediction from the learnable queries), got {dec_layers}"
         )
-        return {**decoder_config(cfg, in_channels, mask_classification), "dec_layers": dec_layers - 1}
+        return {
+            **decoder_config(cfg, in_channels, mask_classification),
+            "dec_layers": dec_layers - 1,
+            "activation_checkpointing": cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING,
+        }
 
     def forward(
         self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None
@@ -251,18 +259,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(-1, self.num_layers):
             if i >= 0:
                 level_index = i % self.num_feature_levels
-                output = self.transformer_cross_attention_layers[i](
-                    output,
-                    src[level_index],
-                    memory_mask=attn_mask,
-                    memory_key_padding_mask=None,
-                    pos=pos[level_index],
-                    query_pos=query_embed,
+                output = run_layer(
+                    self.decoder_layer, i, output, src[level_index], pos[level_index], attn_mask,
+                    query_embed, checkpointed=self.activation_checkpointing,
                 )
-                output = self.transformer_self_attention_layers[i](
-                    output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
-                )
-                output = self.transformer_ffn_layers[i](output)
             is_last = i == self.num_layers - 1
             # only the deep-supervision losses read the earlier full-resolution predictions
             predict = self.training or is_last
@@ -276,6 +276,19 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 predictions_class.append(outputs_class)
                 predictions_mask.append(outputs_mask)
         return predictions_class, predictions_mask, output
+
+    def decoder_layer(
+        self, i: int, output: Tensor, memory: Tensor, pos: Tensor, attn_mask: Tensor, query_embed: Tensor
+    ) -> Tensor:
+        """Layer ``i``: masked cross-attention of the queries ``output`` (Q, B, C) to ``memory``
+        (HW, B, C) with its ``pos``, then self-attention, then the FFN; -> (Q, B, C)."""
+        output = self.transformer_cross_attention_layers[i](
+            output, memory, memory_mask=attn_mask, memory_key_padding_mask=None, pos=pos, query_pos=query_embed
+        )
+        output = self.transformer_self_attention_layers[i](
+            output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+        )
+        return self.transformer_ffn_layers[i](output)
 
     def forward_prediction_heads(
         self,

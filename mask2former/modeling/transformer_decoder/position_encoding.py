@@ -64,9 +64,7 @@ class PositionEmbeddingSine(nn.Module):
         """
         batch = x.shape[0]
         if mask is None:
-            # Every image has the same encoding: compute it once and repeat it over the batch.
-            mask = torch.zeros((1, x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool)
-            return self._encode(mask).repeat(batch, 1, 1, 1)
+            return self._encode_unpadded(batch, x.shape[2], x.shape[3], x.device)
         if mask.shape != (batch, x.shape[2], x.shape[3]):
             raise ValueError(
                 f"PositionEmbeddingSine: mask of shape {tuple(mask.shape)} does not match "
@@ -81,6 +79,20 @@ class PositionEmbeddingSine(nn.Module):
         pos_x = sine_features(x_embed, self.num_pos_feats, self.temperature)
         pos_y = sine_features(y_embed, self.num_pos_feats, self.temperature)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+    def _encode_unpadded(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """:meth:`_encode` of an all-valid (B, H, W) mask: the y channels depend on the row
+        only and the x channels on the column only, so the sines are taken of H + W positions
+        instead of H * W (the same values) and broadcast, in the contiguous (B, C, H, W) layout."""
+        valid_y = torch.ones((1, height, 1), device=device, dtype=torch.bool)
+        valid_x = torch.ones((1, 1, width), device=device, dtype=torch.bool)
+        # (1, H, 1, F) and (1, 1, W, F) -> (1, F, H, 1) and (1, F, 1, W)
+        pos_y = sine_features(self.positions(valid_y, 1), self.num_pos_feats, self.temperature)
+        pos_x = sine_features(self.positions(valid_x, 2), self.num_pos_feats, self.temperature)
+        shape = (batch, self.num_pos_feats, height, width)
+        return torch.cat(
+            (pos_y.permute(0, 3, 1, 2).expand(shape), pos_x.permute(0, 3, 1, 2).expand(shape)), dim=1
+        )
 
     def positions(self, not_mask: torch.Tensor, dim: int) -> torch.Tensor:
         """

@@ -1,0 +1,48 @@
+"""The training path's shortcuts compute exactly what the literal computation does."""
+import pytest
+import torch
+
+from mask2former.modeling.transformer_decoder.position_encoding import PositionEmbeddingSine
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("shape", [(2, 12, 12), (1, 25, 17), (3, 1, 7)])
+def test_unpadded_position_encoding_is_the_all_valid_mask_encoding(normalize, shape):
+    batch, h, w = shape
+    pe = PositionEmbeddingSine(16, normalize=normalize)
+    out = pe(torch.zeros(batch, 3, h, w))
+    literal = pe(torch.zeros(batch, 3, h, w), torch.zeros(shape, dtype=torch.bool))
+    assert out.is_contiguous() and out.shape == (batch, 32, h, w)
+    assert torch.equal(out, literal)
+
+
+def _saved_bytes(fn, *args) -> int:
+    """Bytes of the distinct tensor storages ``fn(*args)`` keeps for backward."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return sum(seen.values())
+
+
+def test_activation_checkpointing_keeps_less_for_backward(one_thread):
+    from detectron2.modeling import build_model
+
+    from benchmarks.training import synthetic_batch
+    from model_utils import load_cfg
+    from training_step_reference import CONFIG, OPTS
+
+    saved = {}
+    for on in (False, True):
+        cfg = load_cfg(CONFIG, [*OPTS, "MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING", str(on)])
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        with torch.no_grad():
+            features = model.backbone(model.preprocess_image(synthetic_batch(2, 96, 7, seed=0)).tensor)
+        saved[on] = _saved_bytes(model.sem_seg_head, features)
+    # the head's encoder and decoder layers keep their inputs only
+    assert saved[True] < 0.7 * saved[False], saved
