@@ -46,3 +46,31 @@ def test_activation_checkpointing_keeps_less_for_backward(one_thread):
         saved[on] = _saved_bytes(model.sem_seg_head, features)
     # the head's encoder and decoder layers keep their inputs only
     assert saved[True] < 0.7 * saved[False], saved
+
+
+def test_activation_checkpointing_of_the_backbone_blocks(one_thread):
+    """A ResNet with frozen batch norm recomputes its blocks in backward (less kept, same
+    parameter names); one whose batch norm updates running statistics is left as it is."""
+    from detectron2.modeling import build_model
+
+    from benchmarks.training import synthetic_batch
+    from mask2former.modeling.backbone.checkpointing import CheckpointedSequential
+    from model_utils import load_cfg
+    from training_step_reference import CONFIG, OPTS
+
+    images = None
+    saved, keys = {}, {}
+    for on in (False, True):
+        cfg = load_cfg(CONFIG, [*OPTS, "MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING", str(on)])
+        model = build_model(cfg).train()
+        if images is None:
+            images = model.preprocess_image(synthetic_batch(2, 96, 7, seed=0)).tensor
+        assert all(isinstance(s, CheckpointedSequential) == on for s in model.backbone.stages)
+        saved[on] = _saved_bytes(model.backbone, images)
+        keys[on] = list(model.state_dict())
+    assert keys[True] == keys[False]
+    assert saved[True] < 0.5 * saved[False], saved
+
+    cfg = load_cfg(CONFIG, [*OPTS, "MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING", "True", "MODEL.RESNETS.NORM", "BN"])
+    model = build_model(cfg)
+    assert not any(isinstance(s, CheckpointedSequential) for s in model.backbone.stages)

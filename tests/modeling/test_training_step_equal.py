@@ -19,7 +19,10 @@ REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_s
 # magnitude, so an element whose gradient is zero up to rounding (e.g. the key bias of an
 # attention layer, to which softmax is invariant) moves by about +-lr whatever its rounding
 # noise is; a change of rounding flips such steps (measured: 1.5e-5 of an update's norm).
-RTOL = {"losses": 1e-5, "grads": 1e-5, "updates": 1e-4}
+# The loss side's analytic backward (PointMaskLosses) rounds differently from autograd's chain:
+# measured against the reference, losses within 1.4e-7, gradients' sums of squares within 3e-8,
+# and the sum of a 1M-element gradient (which cancels) within 1.4e-5 of its norm.
+RTOL = {"losses": 1e-5, "grads": 5e-5, "updates": 1e-4}
 
 
 def _close(a: float, b: float, scale: float, kind: str) -> bool:

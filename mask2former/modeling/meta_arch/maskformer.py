@@ -18,6 +18,7 @@ from detectron2.structures import BitMasks, ImageList
 from detectron2.utils.memory import retry_if_cuda_oom
 
 from ...utils.registry import lookup
+from ..backbone.checkpointing import checkpoint_backbone_blocks
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..postprocessing import InferenceSettings, MaskPostProcessor, build_mask_postprocessor
@@ -184,6 +185,8 @@ class MaskFormer(nn.Module):
         lookup(BACKBONE_REGISTRY, cfg.MODEL.BACKBONE.NAME, "MODEL.BACKBONE.NAME", "backbone")
         lookup(SEM_SEG_HEADS_REGISTRY, cfg.MODEL.SEM_SEG_HEAD.NAME, "MODEL.SEM_SEG_HEAD.NAME", "head")
         backbone = build_backbone(cfg)
+        if cfg.MODEL.MASK_FORMER.get("ACTIVATION_CHECKPOINTING", False):
+            checkpoint_backbone_blocks(backbone)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         test = cfg.MODEL.MASK_FORMER.TEST
         if not (test.SEMANTIC_ON or test.PANOPTIC_ON or test.INSTANCE_ON):
