@@ -10,7 +10,8 @@ that one ``Gather`` row per sampling point reads its four bilinear corners, and 
 weights are folded into the corner weights, so that one (1, L*P*4) x (L*P*4, D) ``MatMul`` per
 (query, head) replaces the sampling and the weighted sum.
 
-Layout, chosen by measurement with onnxruntime (one layer's shapes at 800x1333, 2 threads):
+Layout, chosen by measurement with onnxruntime (one layer's shapes at 800x1333, 2 threads,
+alternating runs on a shared machine; tools/deploy/profile_onnx.py gives the per-node times):
 - the table is pixel-major with the heads interleaved (row (pixel, head)), as the value comes
   (no transpose), and the gathered samples come out query-major, as the output goes: a query's
   heads sample near one another, and this beat head-major rows (one head's table after the
@@ -18,10 +19,15 @@ Layout, chosen by measurement with onnxruntime (one layer's shapes at 800x1333, 
 - every elementwise step runs on whole (N, Lq, M*L*P[*2]) tensors, the per-level sizes as one
   vector along the last axis: onnxruntime broadcasts a (L, 1, 2) size table against
   (..., L, P, 2) in spans of 2 elements, which made these steps cost 0.3 s of the 1.1 s of a
-  layer; the corner index is computed in float (exact: integers below 2**24) and cast once.
+  layer; the corner index is computed in float (exact: integers below 2**24) and cast once;
+- the table is one ``Gather`` of D-vectors rather than pad + four shifted slices + concat per
+  level (0.05 s instead of 0.2 s under load).
+What is left is the ``Gather`` of the samples and the ``MatMul`` (about 75 % of the op): the
+(N, Lq, M, L*P*4, D) samples are about 1 GB at 800x1333, written once and read once. Measured
+and not taken: ``Mul`` + ``ReduceSum`` instead of the ``MatMul`` (2.8x slower), the query axis
+in 4, 8 or 16 static chunks (no faster), int32 indices (same time).
 """
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -32,20 +38,27 @@ def _quad_table(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
         (N*R*M, 4 * D), R the sum of (H + 2) * (W + 2): each level zero-padded to the pixels
         -1 .. H + 1 and -1 .. W + 1; the row ((n * R + level start + (y + 1) * (W + 2) + x + 1)
         * M + head), for x in -1 .. W and y in -1 .. H, holds that head's pixels (y, x),
-        (y, x + 1), (y + 1, x), (y + 1, x + 1).
+        (y, x + 1), (y + 1, x), (y + 1, x + 1). Built by one ``Gather`` of the value's
+        D-vectors (a zero one appended for the padding), which costs a fifth of padding,
+        slicing and concatenating the four shifted copies of every level.
     """
-    n, _, m, d = value.shape
-    quads = []
+    n, s, m, d = value.shape
+    corner = torch.arange(2, device=value.device)
+    pixels = []
     for level in range(spatial_shapes.shape[0]):
         height, width = spatial_shapes[level, 0], spatial_shapes[level, 1]
-        start = level_start_index[level]
-        # (N, H*W, M, D) -> (N, H + 3, W + 3, M*D)
-        level_value = value[:, start : start + height * width].reshape(n, height, width, m * d)
-        padded = F.pad(level_value, (0, 0, 1, 2, 1, 2))
-        corners = [padded[:, dy : dy + height + 2, dx : dx + width + 2].reshape(n, -1, m, 1, d)
-                   for dy in (0, 1) for dx in (0, 1)]
-        quads.append(torch.cat(corners, 3))  # (N, (H + 2) * (W + 2), M, 4, D)
-    return torch.cat(quads, 1).reshape(-1, 4 * d)
+        ys = (torch.arange(height + 2, device=value.device) - 1)[:, None] + corner
+        xs = (torch.arange(width + 2, device=value.device) - 1)[:, None] + corner
+        ys, xs = ys[:, None, :, None], xs[None, :, None, :]  # (H + 2, 1, 2, 1), (1, W + 2, 1, 2)
+        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+        # (H + 2, W + 2, 2, 2): the pixel of each block's corner in S, or S (the zero vector)
+        pixels.append(torch.where(inside, level_start_index[level] + ys * width + xs, s).reshape(-1, 4))
+    pixel = torch.cat(pixels, 0)  # (R, 4)
+    heads = torch.arange(m, device=value.device)[:, None]
+    batch_start = torch.arange(n, device=value.device) * ((s + 1) * m)
+    rows = (pixel[:, None, :] * m + heads) + batch_start[:, None, None, None]  # (N, R, M, 4)
+    vectors = torch.cat((value, value.new_zeros(n, 1, m, d)), 1).reshape(-1, d)  # (N*(S + 1)*M, D)
+    return vectors[rows].reshape(-1, 4 * d)
 
 
 def _per_column(level_values: Tensor, heads: int, points: int) -> Tensor:
