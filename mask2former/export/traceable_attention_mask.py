@@ -3,9 +3,10 @@
 The model gives ``nn.MultiheadAttention`` a boolean (B*heads, Q, HW) mask, which the attention
 turns into a float one (zeros, then -inf where True) at every layer: exported, a
 ``ConstantOfShape`` and a ``Where`` over all B*heads*Q*HW elements (13.4 M at 800x1333's finest
-level), which took 0.12 s of each such layer's 0.3 s in onnxruntime. Made float per image first
-and only then copied to every head, the same mask costs an eighth of that, and the attention
-adds it as it is (same values: the attention's own conversion gives 0 and -inf alike).
+level), which took 0.12 s of each such layer's 0.2 s in onnxruntime (loaded machine). Made
+float per image first and only then copied to every head, the same mask costs an eighth of
+that, and the attention adds it as it is (same values: the attention's own conversion gives 0
+and -inf alike).
 """
 import contextlib
 from typing import Iterator

@@ -21,7 +21,7 @@ alternating runs on a shared machine; tools/deploy/profile_onnx.py gives the per
   (..., L, P, 2) in spans of 2 elements, which made these steps cost 0.3 s of the 1.1 s of a
   layer; the corner index is computed in float (exact: integers below 2**24) and cast once;
 - the table is one ``Gather`` of D-vectors rather than pad + four shifted slices + concat per
-  level (0.05 s instead of 0.2 s under load).
+  level (0.06 s instead of 0.2 s under load).
 What is left is the ``Gather`` of the samples and the ``MatMul`` (about 75 % of the op): the
 (N, Lq, M, L*P*4, D) samples are about 1 GB at 800x1333, written once and read once. Measured
 and not taken: ``Mul`` + ``ReduceSum`` instead of the ``MatMul`` (2.8x slower), the query axis
