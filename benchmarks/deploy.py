@@ -14,7 +14,7 @@ outputs. Each figure is the median of ``--repeats`` runs after one warm-up, PyTo
 taking turns. The outputs of the two are compared
 (semantic argmax, panoptic segments and ids, instance classes and scores).
 
-    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--no-write]
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--sizes 512x768 800x1333] [--no-write]
 
 Results go to the ``deploy`` section of benchmarks/RESULTS.md (unless ``--no-write``).
 """
@@ -133,13 +133,13 @@ def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List
     return [statistics.median(t) for t in times]
 
 
-def run(repeats: int, threads: int) -> List[Dict]:
+def run(repeats: int, threads: int, sizes=SIZES) -> List[Dict]:
     from detectron2.modeling import build_model
 
     cfg = checkout_config({"repo": REPO, "threads": threads, "device": "cpu", "malloc": "keep"}, CONFIG)
     predictor_module = load_predictor_module()
     rows = []
-    for height, width in SIZES:
+    for height, width in sizes:
         image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)  # BGR
         # in the model's channel order, as detectron2's DefaultPredictor gives it
         model_image = np.ascontiguousarray(image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image)
@@ -164,9 +164,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES], metavar="HxW")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = run(args.repeats, args.threads)
+    rows = run(args.repeats, args.threads, [tuple(int(v) for v in size.split("x")) for size in args.sizes])
     command = "python benchmarks/deploy.py " + " ".join(sys.argv[1:])
     lines = [
         "## Deployment: onnxruntime + NumPy against PyTorch (CPU)",
