@@ -2,16 +2,19 @@
 demo/onnx_predictor.py runs them) against the PyTorch model with its own post-processing, in
 the same process, on the same images, with the same number of threads.
 
-The COCO panoptic R50 config (semantic + panoptic + instance outputs) is built with random
-weights (seed 0, as benchmarks/inference.py; measured: no query passes the panoptic threshold
-and the top (query, class) pairs hold no thing class, so the panoptic and instance outputs are
-empty and the figures are those of the network and the semantic output), exported to ONNX in a
-temporary folder, and both are timed on random uint8 images of each size (already at the test
-size: no resize; outputs at the same size). Each figure is the median of ``--repeats`` runs
-after one warm-up, PyTorch and ONNX taking turns. The outputs of the two are compared
+For each size, the COCO panoptic R50 config (semantic + panoptic + instance outputs) is
+built with random weights (seed 0, as benchmarks/inference.py), its two output heads re-scaled
+on that size's image (:func:`diversify_heads`), exported to ONNX in a temporary folder, and
+both are timed on that random uint8 image (already at the test size: no resize; outputs at the
+same size). With the plain random weights every query's decoder output is nearly the same, so
+all queries predict one stuff class and nearly the same mask: no panoptic segment passes the
+overlap threshold and no instance is kept; with the heads re-scaled, a few queries are
+confident, of several classes, with different masks, so that the comparison covers all three
+outputs. Each figure is the median of ``--repeats`` runs after one warm-up, PyTorch and ONNX
+taking turns. The outputs of the two are compared
 (semantic argmax, panoptic segments and ids, instance classes and scores).
 
-    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--no-write]
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--threads 2] [--sizes 512x768 800x1333] [--no-write]
 
 Results go to the ``deploy`` section of benchmarks/RESULTS.md (unless ``--no-write``).
 """
@@ -36,6 +39,10 @@ from benchmarks.common import REPO, checkout_config, cpu_model, load_average, wr
 CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 SIZES = [(512, 768), (800, 1333)]
 PREDICTOR = os.path.join(REPO, "demo", "onnx_predictor.py")
+# standard deviations of the class and mask logits that diversify_heads sets
+CLASS_LOGIT_STD, MASK_LOGIT_STD = 8.0, 8.0
+# queries whose best class diversify_heads leaves above "no object" on its calibration image
+CONFIDENT_QUERIES = 8
 
 
 def load_predictor_module():
@@ -52,6 +59,50 @@ def export_model(model, cfg, model_dir: str) -> None:
     sample = torch.randint(0, 256, (1, 3, *SIZES[0])).float()
     export(ExportableMaskFormer(model), (sample - model.pixel_mean) / model.pixel_std, "onnx", model_dir)
     write_deployment_info(model, cfg, model_dir)
+
+
+def _layer_inputs(model, image: torch.Tensor, layers) -> Dict:
+    """The arguments each of ``layers`` got in its last call of a forward pass on ``image``."""
+    from mask2former.export.model import ExportableMaskFormer
+
+    seen = {}
+    hooks = [layer.register_forward_pre_hook(lambda module, args: seen.__setitem__(module, args)) for layer in layers]
+    ExportableMaskFormer(model)((image[None] - model.pixel_mean) / model.pixel_std)  # padded as the model pads
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def diversify_heads(model, image: torch.Tensor) -> None:
+    """
+    Re-scales the random model's mask head (its last layer) and then its class head, each
+    from a forward pass on ``image`` (C, H, W) (the masks steer the decoder's attention, so the
+    class head's inputs are taken after the mask head is set): the mean direction of the mask
+    features is removed from the mask embeddings and the direction that all queries' decoder
+    outputs share from the class head's weights, both are scaled to ``MASK_LOGIT_STD`` and
+    ``CLASS_LOGIT_STD``, so that the masks are about half on and the class logits follow each
+    query's own features; the "no object" logit is raised so that about
+    ``CONFIDENT_QUERIES`` queries are kept.
+    """
+    predictor = model.sem_seg_head.predictor
+    class_head, mask_head = predictor.class_embed, predictor.mask_embed.layers[-1]
+    seen = _layer_inputs(model, image, (mask_head, predictor))
+    mask_features = seen[predictor][1]  # (B, C, H, W)
+    shared = torch.nn.functional.normalize(mask_features.mean((0, 2, 3)), dim=0)
+    mask_head.weight -= shared[:, None] * (shared @ mask_head.weight)
+    mask_head.bias -= shared * (shared @ mask_head.bias)
+    scale = MASK_LOGIT_STD / torch.einsum("qc,bchw->bqhw", mask_head(seen[mask_head][0].flatten(0, -2)), mask_features).std()
+    mask_head.weight *= scale
+    mask_head.bias *= scale
+
+    queries = _layer_inputs(model, image, (class_head,))[class_head][0].flatten(0, -2)  # (B*Q, C)
+    shared = torch.nn.functional.normalize(queries.mean(0), dim=0)
+    class_head.weight -= (class_head.weight @ shared)[:, None] * shared
+    class_head.bias.zero_()
+    class_head.weight *= CLASS_LOGIT_STD / class_head(queries).std()
+    logits = class_head(queries)
+    margins = logits[:, :-1].max(1).values - logits[:, -1]
+    class_head.bias[-1] = margins.topk(CONFIDENT_QUERIES + 1).values[-1]
 
 
 def compare(expected: Dict, got: Dict) -> str:
@@ -82,23 +133,24 @@ def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List
     return [statistics.median(t) for t in times]
 
 
-def run(repeats: int, threads: int) -> List[Dict]:
+def run(repeats: int, threads: int, sizes=SIZES) -> List[Dict]:
     from detectron2.modeling import build_model
 
     cfg = checkout_config({"repo": REPO, "threads": threads, "device": "cpu", "malloc": "keep"}, CONFIG)
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
     predictor_module = load_predictor_module()
     rows = []
-    with tempfile.TemporaryDirectory() as model_dir, torch.no_grad():
-        export_model(model, cfg, model_dir)
-        for height, width in SIZES:
+    for height, width in sizes:
+        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)  # BGR
+        # in the model's channel order, as detectron2's DefaultPredictor gives it
+        model_image = np.ascontiguousarray(image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image)
+        inputs = [{"image": torch.from_numpy(model_image).permute(2, 0, 1).float(), "height": height, "width": width}]
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        with tempfile.TemporaryDirectory() as model_dir, torch.no_grad():
+            # the heads set on this image, so that its outputs have segments; exported after
+            diversify_heads(model, inputs[0]["image"])
+            export_model(model, cfg, model_dir)
             predictor = predictor_module.OnnxPredictor(model_dir, min(height, width), max(height, width), threads)
-            image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)  # BGR
-            # in the model's channel order, as detectron2's DefaultPredictor gives it
-            model_image = np.ascontiguousarray(image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image)
-            inputs = [{"image": torch.from_numpy(model_image).permute(2, 0, 1).float(),
-                       "height": height, "width": width}]
             feed = {predictor.session.get_inputs()[0].name: predictor.preprocess(image)}
             torch_ms, onnx_ms, network_ms = alternating_median_ms(
                 [lambda: model(inputs), lambda: predictor(image), lambda: predictor.session.run(None, feed)], repeats)
@@ -112,9 +164,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES], metavar="HxW")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = run(args.repeats, args.threads)
+    rows = run(args.repeats, args.threads, [tuple(int(v) for v in size.split("x")) for size in args.sizes])
     command = "python benchmarks/deploy.py " + " ".join(sys.argv[1:])
     lines = [
         "## Deployment: onnxruntime + NumPy against PyTorch (CPU)",
@@ -124,8 +177,9 @@ def main() -> None:
         f"intra_op_num_threads); torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         "opset 17, CPUExecutionProvider, all graph optimisations, sequential execution; NumPy's "
         "OpenBLAS on at most 2 threads (its build's maximum)",
-        f"- `{CONFIG}`, random weights (seed 0), semantic + panoptic + instance outputs; one random "
-        "uint8 image per size, at the test size (no resize)",
+        f"- `{CONFIG}`, random weights (seed 0; class and mask heads re-scaled by `diversify_heads` so that "
+        "queries are confident, of several classes, with different masks), semantic + panoptic + instance "
+        "outputs; one random uint8 image per size, at the test size (no resize)",
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
         "onnxruntime, `postprocess_numpy.postprocess`)",

@@ -12,6 +12,7 @@ from torch import nn
 from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
 from ..modeling.meta_arch.maskformer import MaskFormer
 from .model import ExportableMaskFormer, deployment_info
+from .traceable_attention_mask import additive_attention_masks
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("pred_logits", "pred_masks")
@@ -37,10 +38,12 @@ def traceable_deformable_attention(model: nn.Module) -> Iterator[None]:
 
 
 def _quiet_trace(fn, model: nn.Module, *args, **kwargs):
-    """Runs a tracer on ``model`` without its warnings about Python values: every
-    shape-dependent value of the model is either computed from traced shapes or checked
+    """Runs a tracer on ``model`` with its exportable variants (the deformable attention on
+    standard operators, float attention masks), without its warnings about Python values:
+    every shape-dependent value of the model is either computed from traced shapes or checked
     constant (tests/export/)."""
-    with warnings.catch_warnings(), torch.no_grad(), traceable_deformable_attention(model):
+    with warnings.catch_warnings(), torch.no_grad(), traceable_deformable_attention(model), \
+            additive_attention_masks():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return fn(model, *args, **kwargs)
 

@@ -5,17 +5,29 @@ any input size. The compiled kernel is opaque to the tracer, and the PyTorch ref
 
 Why not ``grid_sample`` (exported as ``GridSample``): onnxruntime's took 46-48 % of the
 exported R50 model's operator time at 800x1333 (2 threads), about 2.7 s per encoder layer.
-Here the value of each level is zero-padded and laid out as a table of 2x2 pixel blocks
-((H + 2) * (W + 2) rows of 4 * D channels), so that one ``Gather`` row per sampling point
-reads its four bilinear corners, and the attention weights are folded into the corner
-weights, so that one (1, L*P*4) x (L*P*4, D) ``MatMul`` per (query, head) replaces the
-sampling and the weighted sum. Measured with onnxruntime on one layer's shapes at 800x1333
-(Lq = S = 22 050, M = 8, D = 32, L = 3, P = 4): GridSample 2.7 s, a gather of the four corners
-1.1-1.2 s, of two horizontal pairs 0.9 s, of one 2x2 block (this) 0.76 s; the whole exported
-network 22.5 s -> 10.5 s (same load).
+Here the value of each level is zero-padded and laid out as a table of 2x2 pixel blocks, so
+that one ``Gather`` row per sampling point reads its four bilinear corners, and the attention
+weights are folded into the corner weights, so that one (1, L*P*4) x (L*P*4, D) ``MatMul`` per
+(query, head) replaces the sampling and the weighted sum.
+
+Layout, chosen by measurement with onnxruntime (one layer's shapes at 800x1333, 2 threads,
+alternating runs on a shared machine; tools/deploy/profile_onnx.py gives the per-node times):
+- the table is pixel-major with the heads interleaved (row (pixel, head)), as the value comes
+  (no transpose), and the gathered samples come out query-major, as the output goes: a query's
+  heads sample near one another, and this beat head-major rows (one head's table after the
+  other) in every alternating run;
+- every elementwise step runs on whole (N, Lq, M*L*P[*2]) tensors, the per-level sizes as one
+  vector along the last axis: onnxruntime broadcasts a (L, 1, 2) size table against
+  (..., L, P, 2) in spans of 2 elements, which made these steps cost 0.3 s of the 1.1 s of a
+  layer; the corner index is computed in float (exact: integers below 2**24) and cast once;
+- the table is one ``Gather`` of D-vectors rather than pad + four shifted slices + concat per
+  level (0.06 s instead of 0.2 s under load).
+What is left is the ``Gather`` of the samples and the ``MatMul`` (about 75 % of the op): the
+(N, Lq, M, L*P*4, D) samples are about 1 GB at 800x1333, written once and read once. Measured
+and not taken: ``Mul`` + ``ReduceSum`` instead of the ``MatMul`` (2.8x slower), the query axis
+in 4, 8 or 16 static chunks (no faster), int32 indices (same time).
 """
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -23,22 +35,38 @@ def _quad_table(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
     """
     Args: as :func:`ms_deform_attn_traceable`.
     Returns:
-        (N*M, R, 4 * D): for each level, zero-padded to the pixels -1 .. H + 1 and -1 .. W + 1,
-        the row (l, y, x) = level start + (y + 1) * (W + 2) + (x + 1), for x in -1 .. W and
-        y in -1 .. H, holds the pixels (y, x), (y, x + 1), (y + 1, x), (y + 1, x + 1); R is the
-        sum of (H + 2) * (W + 2).
+        (N*R*M, 4 * D), R the sum of (H + 2) * (W + 2): each level zero-padded to the pixels
+        -1 .. H + 1 and -1 .. W + 1; the row ((n * R + level start + (y + 1) * (W + 2) + x + 1)
+        * M + head), for x in -1 .. W and y in -1 .. H, holds that head's pixels (y, x),
+        (y, x + 1), (y + 1, x), (y + 1, x + 1). Built by one ``Gather`` of the value's
+        D-vectors (a zero one appended for the padding), which costs a fifth of padding,
+        slicing and concatenating the four shifted copies of every level.
     """
-    n, _, m, d = value.shape
-    quads = []
+    n, s, m, d = value.shape
+    corner = torch.arange(2, device=value.device)
+    pixels = []
     for level in range(spatial_shapes.shape[0]):
         height, width = spatial_shapes[level, 0], spatial_shapes[level, 1]
-        start = level_start_index[level]
-        # (N, H*W, M, D) -> (N*M, H + 3, W + 3, D)
-        level_value = value[:, start : start + height * width].transpose(1, 2).reshape(n * m, height, width, d)
-        padded = F.pad(level_value, (0, 0, 1, 2, 1, 2))
-        quad = torch.cat((padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]), -1)
-        quads.append(quad.flatten(1, 2))
-    return torch.cat(quads, 1)
+        ys = (torch.arange(height + 2, device=value.device) - 1)[:, None] + corner
+        xs = (torch.arange(width + 2, device=value.device) - 1)[:, None] + corner
+        ys, xs = ys[:, None, :, None], xs[None, :, None, :]  # (H + 2, 1, 2, 1), (1, W + 2, 1, 2)
+        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+        # (H + 2, W + 2, 2, 2): the pixel of each block's corner in S, or S (the zero vector)
+        pixels.append(torch.where(inside, level_start_index[level] + ys * width + xs, s).reshape(-1, 4))
+    pixel = torch.cat(pixels, 0)  # (R, 4)
+    heads = torch.arange(m, device=value.device)[:, None]
+    batch_start = torch.arange(n, device=value.device) * ((s + 1) * m)
+    rows = (pixel[:, None, :] * m + heads) + batch_start[:, None, None, None]  # (N, R, M, 4)
+    vectors = torch.cat((value, value.new_zeros(n, 1, m, d)), 1).reshape(-1, d)  # (N*(S + 1)*M, D)
+    return vectors[rows].reshape(-1, 4 * d)
+
+
+def _per_column(level_values: Tensor, heads: int, points: int) -> Tensor:
+    """(L, *E) per-level values -> (M*L*P*E,): one per (head, level, point[, x / y]) column of
+    the sampling locations, in their order."""
+    num_levels = level_values.shape[0]
+    shape = (heads, num_levels, points) + tuple(level_values.shape[1:])
+    return level_values[None, :, None].expand(shape).reshape(-1)
 
 
 def ms_deform_attn_traceable(
@@ -59,29 +87,36 @@ def ms_deform_attn_traceable(
         (N, Lq, M * D)
     """
     n, _, m, d = value.shape
-    lq = sampling_locations.shape[1]
+    _, lq, _, _, num_points, _ = sampling_locations.shape
+    dtype = value.dtype
     quads = _quad_table(value, spatial_shapes, level_start_index)
-    padded_widths = spatial_shapes[:, 1, None] + 2  # (L, 1)
-    padded_sizes = (spatial_shapes[:, 0] + 2) * padded_widths[:, 0]
-    quad_starts = (padded_sizes.cumsum(0) - padded_sizes)[:, None]  # (L, 1)
-    # head-major, so that one head's gathers stay within its rows: (N, M, Lq, L, P, 2)
-    locations = sampling_locations.transpose(1, 2)
-    sizes = spatial_shapes.flip(1).to(value.dtype)[:, None]  # (L, 1, 2) (W, H)
-    # pixel coordinates, pixel centres at integers; clamped to the padding's first pixel
-    # outside the map, which gives the same (zero) sample as any point farther out
-    xy = torch.min(torch.max(locations * sizes - 0.5, sizes.new_full((), -1.0)), sizes)
+    widths = spatial_shapes[:, 1]
+    padded_sizes = (spatial_shapes[:, 0] + 2) * (widths + 2)
+    quad_starts = padded_sizes.cumsum(0) - padded_sizes
+    columns = sampling_locations.shape[2:5].numel()  # M*L*P
+
+    # pixel coordinates (pixel centres at integers), clamped to the padding's first pixel
+    # outside the map, which gives the same (zero) sample as any point farther out: (N, Lq, M*L*P*2)
+    sizes = _per_column(spatial_shapes.flip(1).to(dtype), m, num_points)  # (W, H) per column
+    xy = torch.min((sampling_locations.reshape(n, lq, -1) * sizes - 0.5).clamp(min=-1.0), sizes)
     corner = xy.floor()
-    frac = xy - corner
-    # (N, M, Lq, L, P): the point's row in the (N*M*R, 4 * D) table
-    corner = corner.long() + 1
-    index = quad_starts + corner[..., 1] * padded_widths + corner[..., 0]
-    index = index + torch.arange(n * m, device=value.device).view(n, m, 1, 1, 1) * quads.shape[1]
-    samples = quads.flatten(0, 1)[index.reshape(n, m, lq, -1)].reshape(n, m, lq, -1, d)  # (N, M, Lq, L*P*4, D)
-    # bilinear weights (1 - distance along each axis), in the quads' order, times the attention
-    # weights (folded into the smaller factor): (N, M, Lq, L, P, 2, 2)
-    ends = value.new_tensor([1.0, 0.0])
-    along_x = (frac[..., 0, None] - ends).abs()  # (1 - fx, fx)
-    along_y = (frac[..., 1, None] - ends).abs() * attention_weights.transpose(1, 2)[..., None]
-    weights = along_y[..., :, None] * along_x[..., None, :]
-    output = torch.matmul(weights.reshape(n, m, lq, 1, -1), samples)  # (N, M, Lq, 1, D)
-    return output.reshape(n, m, lq, d).transpose(1, 2).reshape(n, lq, m * d)
+    fx, fy = (xy - corner).view(n, lq, columns, 2).unbind(-1)
+    cx, cy = corner.view(n, lq, columns, 2).unbind(-1)
+
+    # the point's row in the table: ((n * R + quad start + (cy + 1) * (W + 2) + cx + 1) * M + head
+    heads = torch.arange(m, dtype=dtype, device=value.device)[:, None].expand(m, columns // m).reshape(-1)
+    row_stride = _per_column(((widths + 2) * m).to(dtype), m, num_points)
+    first_row = _per_column(((quad_starts + widths + 3) * m).to(dtype), m, num_points) + heads
+    batch_start = torch.arange(n, dtype=dtype, device=value.device) * (padded_sizes.sum() * m).to(dtype)
+    index = (cy * row_stride + cx * m + (first_row + batch_start[:, None, None])).long()
+    samples = quads[index.view(n, lq, m, -1)].view(n * lq * m, -1, d)  # (N*Lq*M, L*P*4, D)
+
+    # bilinear weights (1 - distance along each axis) times the attention weights, in the
+    # table's corner order: (N, Lq, M*L*P, 4)
+    attention = attention_weights.reshape(n, lq, columns)
+    lower = attention * fy
+    upper = attention - lower
+    upper_right, lower_right = upper * fx, lower * fx
+    weights = torch.stack((upper - upper_right, upper_right, lower - lower_right, lower_right), -1)
+    output = torch.matmul(weights.view(n * lq * m, 1, -1), samples)  # (N*Lq*M, 1, D)
+    return output.view(n, lq, m * d)
