@@ -36,7 +36,8 @@ class ReliableTrainer(DefaultTrainer):
       (see :mod:`mask2former.checkpoint`);
     - training stops on every process at the first non-finite loss (before the optimizer step),
       and no checkpoint is written after a failed iteration, not even ``model_final``;
-    - distributed training also runs on CPU processes (gloo).
+    - distributed training also runs on CPU processes (gloo);
+    - the gradients are freed before each forward, not after it (less peak memory).
 
     It is built by ``DefaultTrainer.__init__``, whose checkpointer is replaced by ours before
     the hooks that save are built (:meth:`build_hooks`); its training loop gets a
@@ -51,6 +52,9 @@ class ReliableTrainer(DefaultTrainer):
         # on the loop: DefaultTrainer's own hooks are not called between backward and step
         self.loss_check = FiniteLossCheck()
         self._trainer.register_hooks([self.loss_check])
+        # the last iteration's gradients are freed before the forward instead of after it, so
+        # that they are not held through it (a model's size in memory; the same gradients)
+        self._trainer.zero_grad_before_forward = True
 
     def _init_on_cpu_processes(self, cfg: CfgNode) -> None:
         # DefaultTrainer.__init__ wraps the model with create_ddp_model(model,

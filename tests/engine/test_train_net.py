@@ -398,3 +398,28 @@ def test_tta_refuses_a_model_that_returns_semantic_labels():
     model.semantic_output = "labels"
     with pytest.raises(ValueError, match="SEMANTIC_OUTPUT"):
         SemanticSegmentorWithTTA(_tta_cfg(), model)
+
+
+class _GradientsAtForward(HookBase):
+    """Records, at each training forward, whether any parameter still holds a gradient."""
+
+    def __init__(self):
+        self.held = []
+
+    def before_train(self):
+        def record(module, inputs):
+            if module.training:
+                self.held.append(any(p.grad is not None for p in module.parameters()))
+
+        self.trainer.model.register_forward_pre_hook(record)
+
+
+def test_gradients_are_freed_before_the_forward(train_net, synthetic_root, tmp_path):
+    torch.set_num_threads(1)
+    cfg = train_net.setup(_args(train_net, *_tiny_opts(tmp_path / "grads", 3)))
+    trainer = train_net.Trainer(cfg)
+    watch = _GradientsAtForward()
+    trainer.register_hooks([watch])
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert watch.held == [False, False, False]
