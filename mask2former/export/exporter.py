@@ -11,8 +11,8 @@ from torch import nn
 
 from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
 from ..modeling.meta_arch.maskformer import MaskFormer
+from ..modeling.transformer_decoder.mask2former_transformer_decoder import MultiScaleMaskedTransformerDecoder
 from .model import ExportableMaskFormer, deployment_info
-from .traceable_attention_mask import additive_attention_masks
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("pred_logits", "pred_masks")
@@ -24,10 +24,12 @@ INFO_FILE = "export_info.json"
 
 
 @contextlib.contextmanager
-def traceable_deformable_attention(model: nn.Module) -> Iterator[None]:
-    """Every ``MSDeformAttn`` of ``model`` on standard operators while the context lasts (see
-    ``MSDeformAttn.traceable``); a trace made outside it would hold the compiled kernel."""
-    layers = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+def traceable_modules(model: nn.Module) -> Iterator[None]:
+    """The exportable variants of ``model``'s modules while the context lasts: every
+    ``MSDeformAttn`` on standard operators (a trace made outside it would hold the compiled
+    kernel) and the transformer decoder's attention masks as float additive masks (see their
+    ``traceable`` flags)."""
+    layers = [m for m in model.modules() if isinstance(m, (MSDeformAttn, MultiScaleMaskedTransformerDecoder))]
     for layer in layers:
         layer.traceable = True
     try:
@@ -38,12 +40,10 @@ def traceable_deformable_attention(model: nn.Module) -> Iterator[None]:
 
 
 def _quiet_trace(fn, model: nn.Module, *args, **kwargs):
-    """Runs a tracer on ``model`` with its exportable variants (the deformable attention on
-    standard operators, float attention masks), without its warnings about Python values:
-    every shape-dependent value of the model is either computed from traced shapes or checked
-    constant (tests/export/)."""
-    with warnings.catch_warnings(), torch.no_grad(), traceable_deformable_attention(model), \
-            additive_attention_masks():
+    """Runs a tracer on ``model`` with its exportable variants (:func:`traceable_modules`),
+    without its warnings about Python values: every shape-dependent value of the model is
+    either computed from traced shapes or checked constant (tests/export/)."""
+    with warnings.catch_warnings(), torch.no_grad(), traceable_modules(model):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return fn(model, *args, **kwargs)
 

@@ -1,8 +1,11 @@
 """The float attention masks of exported graphs: the decoder's boolean masks' values."""
 import torch
+from detectron2.modeling import build_model
 
-from mask2former.export.traceable_attention_mask import additive_attention_mask, additive_attention_masks
+from mask2former.export.exporter import traceable_modules
+from mask2former.modeling.pixel_decoder.ops.modules import MSDeformAttn
 from mask2former.modeling.transformer_decoder import mask2former_transformer_decoder as decoder_module
+from model_utils import load_cfg, tiny_opts
 
 HEADS = 2
 
@@ -12,6 +15,10 @@ def logits_with_an_empty_query():
     logits[0, 1] = -1.0  # an empty mask: that query attends everywhere
     logits[1, 2, 0, :2] = -1e-9  # sigmoid rounds to 0.5: attended
     return logits
+
+
+def additive_attention_mask(logits, heads):
+    return decoder_module.attention_mask_from_logits(logits, heads, additive=True)
 
 
 def test_additive_mask_is_zero_where_attended_and_minus_inf_elsewhere():
@@ -34,8 +41,12 @@ def test_attention_gives_the_same_output_with_either_mask():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
-def test_context_swaps_the_decoder_function_and_restores_it():
-    original = decoder_module.attention_mask_from_logits
-    with additive_attention_masks():
-        assert decoder_module.attention_mask_from_logits is additive_attention_mask
-    assert decoder_module.attention_mask_from_logits is original
+def test_context_makes_the_decoder_and_the_deformable_attention_traceable_and_restores_them():
+    cfg = load_cfg("configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", tiny_opts())
+    model = build_model(cfg).eval()
+    decoder = model.sem_seg_head.predictor
+    attention = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    assert isinstance(decoder, decoder_module.MultiScaleMaskedTransformerDecoder) and attention
+    with traceable_modules(model):
+        assert decoder.traceable and all(m.traceable for m in attention)
+    assert not decoder.traceable and not any(m.traceable for m in attention)

@@ -30,19 +30,27 @@ def _resize_maps(x: Tensor, size) -> Tensor:
     return out.view(b, c, *out.shape[-2:])
 
 
-def attention_mask_from_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
+def attention_mask_from_logits(mask_logits: Tensor, num_heads: int, additive: bool = False) -> Tensor:
     """
     Args:
         mask_logits: (B, Q, h, w) mask logits at the resolution of the attended features.
         num_heads: number of attention heads.
+        additive: the float form, 0 where attended and -inf where not (exported graphs).
     Returns:
         (B*num_heads, Q, h*w) bool, True = not attended (sigmoid < 0.5), detached; a query
-        whose mask is empty attends everywhere (:func:`unmask_empty_queries`).
+        whose mask is empty attends everywhere (:func:`unmask_empty_queries`). With
+        ``additive``, the same mask as floats of ``mask_logits``' dtype.
     """
     # Thresholded once per image and then copied to every head: sigmoid is elementwise, so this
     # equals thresholding the head-repeated logits. `sigmoid() < 0.5` is kept rather than `< 0`
     # because sigmoid rounds to exactly 0.5 for tiny negative logits.
     attn_mask = unmask_empty_queries((mask_logits.sigmoid().flatten(2) < 0.5).detach())
+    if additive:
+        # nn.MultiheadAttention turns a bool mask into these values itself, but in an exported
+        # graph that is a ConstantOfShape and a Where over every head's copy (13.4 M elements
+        # at 800x1333's finest level: 0.12 s of such a layer's 0.2 s in onnxruntime, loaded
+        # machine); made here, per image, it costs an eighth of that
+        attn_mask = torch.zeros_like(attn_mask, dtype=mask_logits.dtype).masked_fill(attn_mask, float("-inf"))
     batch, num_queries, hw = attn_mask.shape
     return attn_mask.unsqueeze(1).expand(batch, num_heads, num_queries, hw).flatten(0, 1)
 
@@ -68,6 +76,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     (lowest resolution first), then self-attention among the queries, then an FFN; the attention
     mask of each layer comes from the mask predicted after the previous one.
     """
+
+    # True while a model is exported (mask2former.export): the attention masks are made float
+    # (see attention_mask_from_logits), as MSDeformAttn.traceable swaps its kernel
+    traceable = False
 
     @configurable
     def __init__(
@@ -317,5 +329,5 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         attn_mask = None
         if attn_mask_features is not None:
             attn_logits = self.mask_logits(mask_embed, attn_mask_features)
-            attn_mask = attention_mask_from_logits(attn_logits, self.num_heads)
+            attn_mask = attention_mask_from_logits(attn_logits, self.num_heads, additive=self.traceable)
         return outputs_class, outputs_mask, attn_mask
