@@ -62,8 +62,9 @@ def add_maskformer2_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
     cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
-    # This project's: recompute the deformable encoder's and the transformer decoder's layer
-    # activations in backward instead of keeping them (less training memory, more time).
+    # This project's: recompute the activations of the backbone's blocks (frozen batch norm
+    # only), the deformable encoder's and the transformer decoder's layers in backward instead
+    # of keeping them (less training memory, more time).
     cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING = False
     cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
     # images are padded to a multiple of this (-1: the backbone's own size_divisibility)

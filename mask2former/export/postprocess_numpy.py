@@ -312,7 +312,7 @@ def postprocess(
         if sem_seg is not None:
             # one (K, Q) @ (Q, n * W) product written into the output's rows in place (a view of
             # the contiguous (K, H * W) scores): 1.5x faster than n products into transposed rows
-            by_query = np.ascontiguousarray(probs.transpose(1, 0, 2)).reshape(len(mixing[0]), -1)
+            by_query = np.ascontiguousarray(probs.transpose(1, 0, 2)).reshape(mixing.shape[1], -1)  # (Q, n * W)
             np.matmul(mixing, by_query, out=sem_seg.reshape(len(sem_seg), -1)[:, y0 * size[1] : y1 * size[1]])
         if panoptic is not None:
             panoptic.add(y0, y1, probs)

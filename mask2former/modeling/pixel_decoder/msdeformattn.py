@@ -300,7 +300,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
             "common_stride": head.COMMON_STRIDE,
-            "activation_checkpointing": cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING,
+            "activation_checkpointing": cfg.MODEL.MASK_FORMER.get("ACTIVATION_CHECKPOINTING", False),
         }
 
     @torch.autocast(device_type="cuda", enabled=False)

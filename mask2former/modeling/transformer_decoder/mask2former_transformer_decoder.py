@@ -169,7 +169,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return {
             **decoder_config(cfg, in_channels, mask_classification),
             "dec_layers": dec_layers - 1,
-            "activation_checkpointing": cfg.MODEL.MASK_FORMER.ACTIVATION_CHECKPOINTING,
+            "activation_checkpointing": cfg.MODEL.MASK_FORMER.get("ACTIVATION_CHECKPOINTING", False),
         }
 
     def forward(
