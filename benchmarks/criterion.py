@@ -21,13 +21,11 @@ the worker's peak RSS. Results go to the ``criterion`` section of benchmarks/RES
 import argparse
 import contextlib
 import datetime
-import glob
 import json
 import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -166,16 +164,6 @@ def measure(spec: Dict) -> Dict:
             **memory, "rss_growth_mb": rss_growth}
 
 
-def export_revision(rev: str, into: str) -> str:
-    """``git archive`` of ``rev`` in ``into``, with this checkout's compiled extension."""
-    os.makedirs(into)
-    archive = subprocess.run(["git", "-C", REPO, "archive", rev], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-    for so in glob.glob(os.path.join(REPO, "mask2former", "_C*.so")):
-        shutil.copy(so, os.path.join(into, "mask2former"))
-    return into
-
-
 def compare(saved_this: str, saved_base: str) -> Dict:
     """Largest differences of the losses and gradients (relative to the largest magnitude) and
     whether every matching is identical."""
@@ -211,13 +199,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         return print(json.dumps(measure(json.loads(args.worker))))
     import torch
 
-    from common import MALLOC_MODES, cpu_model, load_average, run_worker, write_section
+    from common import MALLOC_MODES, cpu_model, load_average, revision_checkout, run_worker, write_section
 
     tmp = tempfile.mkdtemp(prefix="criterion_bench_")
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         checkouts = {"this": REPO}
         if args.baseline:
-            checkouts["baseline"] = export_revision(args.baseline, os.path.join(tmp, "baseline"))
+            checkouts["baseline"] = stack.enter_context(revision_checkout(args.baseline))
         results: Dict[str, List[Dict]] = {name: [] for name in checkouts}
         for r in range(args.rounds):
             order = list(checkouts) if r % 2 == 0 else list(checkouts)[::-1]
@@ -228,8 +217,6 @@ def main(argv: Optional[List[str]] = None) -> None:
                 print(name, results[name][-1], flush=True)
         summary = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in results.items()}
         check = compare(os.path.join(tmp, "this.pt"), os.path.join(tmp, "baseline.pt")) if args.baseline else None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
     table = format_table(summary, args.baseline)
     print(table)
