@@ -6,12 +6,14 @@ import os
 import warnings
 from typing import Iterator
 
+import onnx
 import torch
 from torch import nn
 
 from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
 from ..modeling.meta_arch.maskformer import MaskFormer
 from ..modeling.transformer_decoder.mask2former_transformer_decoder import MultiScaleMaskedTransformerDecoder
+from . import chunked_gather
 from .model import ExportableMaskFormer, deployment_info
 
 INPUT_NAME = "image"
@@ -55,16 +57,26 @@ def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) ->
         OUTPUT_NAMES[0]: {0: "batch"},
         OUTPUT_NAMES[1]: {0: "batch", 2: "mask_height", 3: "mask_width"},
     }
+    traced = path + ".traced"
     _quiet_trace(
         torch.onnx.export,
         model.eval(),
         (sample,),
-        path,
+        traced,
         opset_version=ONNX_OPSET,
         input_names=[INPUT_NAME],
         output_names=list(OUTPUT_NAMES),
         dynamic_axes=axes,
+        custom_opsets={chunked_gather.DOMAIN: 1},
     )
+    try:
+        graph = onnx.load(traced)
+        chunked_gather.expand_gather_weighted_sums(graph)  # standard operators only from here
+        onnx.save(graph, traced)
+        os.replace(traced, path)
+    finally:
+        if os.path.exists(traced):
+            os.remove(traced)
     return path
 
 

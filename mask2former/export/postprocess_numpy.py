@@ -109,8 +109,10 @@ def logit_row_blocks(
     The (Q, h, w) mask logits through the resize chain, a block of output rows at a time.
 
     Yields:
-        (y0, y1, logits): logits (y1 - y0, Q, W_out) float32 of output rows [y0, y1), a fresh
-        array the caller may change.
+        (y0, y1, logits): logits (Q, y1 - y0, W_out) float32 of output rows [y0, y1), a fresh
+        array the caller may change. Query-major, as the logits come: each query's rows are
+        one contiguous (n * W_out) run, so that the semantic mixing and the instance masks read
+        them without a transpose.
     """
     num_queries, h, w = mask_pred.shape
     out_h, out_w = output_size
@@ -119,11 +121,11 @@ def logit_row_blocks(
     if rows_per_block is None:
         rows_per_block = BLOCK_BYTES // max(1, 4 * num_queries * out_w)
     rows_per_block = max(1, min(rows_per_block, out_h))
-    # (h, Q * W): the columns resized once, at the input's few rows
-    by_row = resize_columns(mask_pred.astype(np.float32).transpose(1, 0, 2).reshape(h * num_queries, w), cols)
-    by_row = by_row.reshape(h, num_queries * out_w)
+    # (Q, h, W): the columns resized once, at the input's few rows
+    by_column = resize_columns(np.asarray(mask_pred, dtype=np.float32).reshape(num_queries * h, w), cols)
+    by_column = by_column.reshape(num_queries, h, out_w)
     for y0, y1, j0, j1 in resize_bands(rows, rows_per_block):
-        yield y0, y1, (rows[y0:y1, j0:j1] @ by_row[j0:j1]).reshape(y1 - y0, num_queries, out_w)
+        yield y0, y1, np.matmul(rows[y0:y1, j0:j1], by_column[:, j0:j1])
 
 
 class PanopticAccumulator:
@@ -149,17 +151,17 @@ class PanopticAccumulator:
         self.original_area = np.zeros(len(self.queries), dtype=np.int64)
 
     def add(self, y0: int, y1: int, probs: np.ndarray) -> None:
-        """probs: (y1 - y0, Q, W) mask probabilities of every query at output rows [y0, y1)."""
+        """probs: (Q, y1 - y0, W) mask probabilities of every query at output rows [y0, y1)."""
         if len(self.queries) == 0:
             return
-        kept = probs[:, self.queries]  # (n, P, W)
-        winner = (kept * self.scores[:, None]).argmax(1)  # (n, W), the first of equal maxima
+        kept = probs[self.queries]  # (P, n, W)
+        winner = (kept * self.scores[:, None, None]).argmax(0)  # (n, W), the first of equal maxima
         own = kept >= 0.5
-        covers = np.take_along_axis(own, winner[:, None], 1)[:, 0]
+        covers = np.take_along_axis(own, winner[None], 0)[0]
         self.winner[y0:y1], self.winner_covers[y0:y1] = winner, covers
         self.mask_area += np.bincount(winner.ravel(), minlength=len(self.queries))
         self.final_area += np.bincount(winner[covers], minlength=len(self.queries))
-        self.original_area += own.sum((0, 2))
+        self.original_area += own.sum((1, 2))
 
     def result(self) -> Tuple[np.ndarray, List[Dict]]:
         """(H, W) int32 segment ids (0 = void) and segments_info, as the model's panoptic output."""
@@ -220,18 +222,18 @@ class InstanceAccumulator:
         self._positive = None
 
     def add_logits(self, y0: int, y1: int, logits: np.ndarray) -> None:
-        """logits: (y1 - y0, Q, W) mask logits of every query at output rows [y0, y1)."""
-        positive = logits[:, self.queries] > 0  # (n, U, W)
-        self.masks[:, y0:y1] = positive.transpose(1, 0, 2)
-        self.rows_occupied[:, y0:y1] = positive.any(2).T
-        self.columns_occupied |= positive.any(0)
-        self.area += positive.sum((0, 2))
+        """logits: (Q, y1 - y0, W) mask logits of every query at output rows [y0, y1)."""
+        positive = self.masks[:, y0:y1]  # (U, n, W), written in place
+        np.greater(logits[self.queries], 0, out=positive)
+        self.rows_occupied[:, y0:y1] = positive.any(2)
+        self.columns_occupied |= positive.any(1)
+        self.area += positive.sum((1, 2))
         self._positive = positive
 
     def add_probs(self, probs: np.ndarray) -> None:
         """probs: the sigmoid of the block last given to :meth:`add_logits`."""
-        selected = probs[:, self.queries]
-        self.inside += (selected * self._positive).sum((0, 2))
+        selected = probs[self.queries]  # (U, n, W)
+        self.inside += (selected * self._positive).sum((1, 2))
 
     def result(self) -> Dict[str, np.ndarray]:
         """{"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes":
@@ -308,12 +310,11 @@ def postprocess(
     for y0, y1, block in logit_row_blocks(mask_pred, padded_size, image_size, size, rows_per_block):
         if instances is not None:
             instances.add_logits(y0, y1, block)
-        probs = sigmoid_(block)  # (n, Q, W)
+        probs = sigmoid_(block)  # (Q, n, W)
         if sem_seg is not None:
             # one (K, Q) @ (Q, n * W) product written into the output's rows in place (a view of
-            # the contiguous (K, H * W) scores): 1.5x faster than n products into transposed rows
-            by_query = np.ascontiguousarray(probs.transpose(1, 0, 2)).reshape(mixing.shape[1], -1)  # (Q, n * W)
-            np.matmul(mixing, by_query, out=sem_seg.reshape(len(sem_seg), -1)[:, y0 * size[1] : y1 * size[1]])
+            # the contiguous (K, H * W) scores)
+            np.matmul(mixing, probs.reshape(len(probs), -1), out=sem_seg.reshape(len(sem_seg), -1)[:, y0 * size[1] : y1 * size[1]])
         if panoptic is not None:
             panoptic.add(y0, y1, probs)
         if instances is not None:

@@ -22,13 +22,17 @@ alternating runs on a shared machine; tools/deploy/profile_onnx.py gives the per
   layer; the corner index is computed in float (exact: integers below 2**24) and cast once;
 - the table is one ``Gather`` of D-vectors rather than pad + four shifted slices + concat per
   level (0.06 s instead of 0.2 s under load).
-What is left is the ``Gather`` of the samples and the ``MatMul`` (about 75 % of the op): the
-(N, Lq, M, L*P*4, D) samples are about 1 GB at 800x1333, written once and read once. Measured
-and not taken: ``Mul`` + ``ReduceSum`` instead of the ``MatMul`` (2.8x slower), the query axis
-in 4, 8 or 16 static chunks (no faster), int32 indices (same time).
+What is left is the ``Gather`` of the samples and the ``MatMul``: the (N, Lq, M, L*P*4, D)
+samples are about 1 GB at 800x1333. The ONNX export runs them a cache-sized chunk at a time
+(``chunked_gather``). Measured and not taken: ``Mul`` + ``ReduceSum`` instead of the ``MatMul``
+(2.8x slower), the query axis in 4, 8 or 16 static chunks (no faster: the chunks must fit in
+L2, see ``chunked_gather``), int32 indices (same time), ``RoiAlign`` for the bilinear samples
+(2.5x slower than ``Gather`` + ``MatMul``).
 """
 import torch
 from torch import Tensor
+
+from .chunked_gather import gather_weighted_sum
 
 
 def _quad_table(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
@@ -109,7 +113,6 @@ def ms_deform_attn_traceable(
     first_row = _per_column(((quad_starts + widths + 3) * m).to(dtype), m, num_points) + heads
     batch_start = torch.arange(n, dtype=dtype, device=value.device) * (padded_sizes.sum() * m).to(dtype)
     index = (cy * row_stride + cx * m + (first_row + batch_start[:, None, None])).long()
-    samples = quads[index.view(n, lq, m, -1)].view(n * lq * m, -1, d)  # (N*Lq*M, L*P*4, D)
 
     # bilinear weights (1 - distance along each axis) times the attention weights, in the
     # table's corner order: (N, Lq, M*L*P, 4)
@@ -118,5 +121,6 @@ def ms_deform_attn_traceable(
     upper = attention - lower
     upper_right, lower_right = upper * fx, lower * fx
     weights = torch.stack((upper - upper_right, upper_right, lower - lower_right, lower_right), -1)
-    output = torch.matmul(weights.view(n * lq * m, 1, -1), samples)  # (N*Lq*M, 1, D)
+    # (N*Lq*M, 1, L*P*4) @ the (N*Lq*M, L*P*4, D) samples: in chunks when exported to ONNX
+    output = gather_weighted_sum(quads, index.view(n * lq * m, -1), weights.view(n * lq * m, 1, -1), d)
     return output.view(n, lq, m * d)

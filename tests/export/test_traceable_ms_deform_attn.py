@@ -1,11 +1,14 @@
 """The deformable attention of traced graphs: the PyTorch reference's values, and a trace made
 at one feature size computes other sizes."""
+import pytest
 import torch
 
+from mask2former.export import chunked_gather
 from mask2former.export.traceable_ms_deform_attn import ms_deform_attn_traceable
 from mask2former.modeling.pixel_decoder.ops.functions import ms_deform_attn_core_pytorch
 
 N, M, D, LQ, P = 2, 2, 4, 5, 3
+NAMES = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
 
 
 def random_inputs(shapes, seed=0):
@@ -44,22 +47,58 @@ def test_points_on_and_far_outside_the_border():
                                rtol=0, atol=1e-6)
 
 
-def test_onnx_graph_gathers_instead_of_grid_sample(tmp_path):
-    """onnxruntime runs the exported op at another feature size, without GridSample (slow there)."""
+def _export_op(path: str, inputs) -> None:
+    """The op alone, exported as the exporter does: traced with its custom sampling node, which
+    is then expanded into standard operators."""
     import onnx
-    import onnxruntime
 
     class Op(torch.nn.Module):
         def forward(self, *inputs):
             return ms_deform_attn_traceable(*inputs)
 
-    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
-    path = str(tmp_path / "op.onnx")
-    torch.onnx.export(Op(), random_inputs([(6, 8), (3, 4), (2, 2)]), path, opset_version=17, input_names=names,
+    torch.onnx.export(Op(), inputs, path, opset_version=17, input_names=NAMES, custom_opsets={chunked_gather.DOMAIN: 1},
                       dynamic_axes={"value": {1: "s"}, "sampling_locations": {1: "q"}, "attention_weights": {1: "q"}})
-    assert "GridSample" not in {node.op_type for node in onnx.load(path).graph.node}
-    other = random_inputs([(7, 5), (4, 3), (2, 1)], seed=1)
+    model = onnx.load(path)
+    assert chunked_gather.expand_gather_weighted_sums(model) == 1
+    onnx.save(model, path)
+
+
+def _run_onnx(path: str, inputs):
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = {i.name: other[names.index(i.name)].numpy() for i in session.get_inputs()}
+    return torch.from_numpy(session.run(None, {i.name: inputs[NAMES.index(i.name)].numpy() for i in session.get_inputs()})[0])
+
+
+def test_onnx_graph_gathers_instead_of_grid_sample(tmp_path):
+    """onnxruntime runs the exported op at another feature size, with standard operators only
+    and without GridSample (slow there)."""
+    import onnx
+
+    path = str(tmp_path / "op.onnx")
+    _export_op(path, random_inputs([(6, 8), (3, 4), (2, 2)]))
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+    assert {opset.domain for opset in model.opset_import} <= {"", "ai.onnx"}
+    assert "GridSample" not in {node.op_type for node in model.graph.node}
+    assert "Loop" in {node.op_type for node in model.graph.node}
+    other = random_inputs([(7, 5), (4, 3), (2, 1)], seed=1)
     expected = ms_deform_attn_core_pytorch(other[0], other[1], other[3], other[4])
-    torch.testing.assert_close(torch.from_numpy(session.run(None, feed)[0]), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(_run_onnx(path, other), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("queries", [1, 3, 4, 5, 9])
+def test_chunked_sampling_covers_every_query_with_any_remainder(tmp_path, monkeypatch, queries):
+    """Chunks of 5 query-head pairs (N * M = 4 pairs per query here): 4, 12, 16, 20 and 36 pairs,
+    below a chunk, whole chunks and partial last chunks, equal the reference."""
+    samples = 3 * P * 4  # levels * points * corners
+    monkeypatch.setattr(chunked_gather, "CHUNK_BYTES", 5 * 4 * samples * D)
+    path = str(tmp_path / "op.onnx")
+    _export_op(path, random_inputs([(6, 8), (3, 4), (2, 2)]))
+    value, shapes, starts, locations, weights = random_inputs([(5, 7), (3, 3), (1, 2)], seed=2)
+    g = torch.Generator().manual_seed(3)
+    locations = torch.rand(N, queries, M, 3, P, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
+    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+    torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
