@@ -38,6 +38,8 @@ import onnxruntime
 
 TASKS = ("panoptic", "instance", "semantic")  # richest first: the default is the first on
 MODEL_FILE, INFO_FILE, POSTPROCESS_FILE = "model.onnx", "export_info.json", "postprocess_numpy.py"
+# the post-processing's dense step as a graph (mask2former/export/postprocess_graph.py), optional
+DENSE_BLOCK_FILE = "postprocess.onnx"
 INFO_KEYS = ("input_format", "pixel_mean", "pixel_std", "min_size_test", "max_size_test", "size_divisibility",
              "num_queries", "num_classes", "settings")
 SETTINGS_KEYS = ("semantic_on", "panoptic_on", "instance_on", "object_mask_threshold", "overlap_threshold",
@@ -124,6 +126,47 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> Tupl
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+def _session(path: str, threads: int) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    # every graph optimisation, one operator at a time on ``threads`` threads (0: one per
+    # physical core): the graph is a chain, parallel operators would only compete
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+        raise PredictorError(f"{path}: not a loadable ONNX model ({e})") from e
+
+
+class OnnxDenseBlock:
+    """The post-processing's dense step (``postprocess_numpy.dense_block``: the row resize of a
+    block of logits, their sigmoid and the semantic mixing) run by onnxruntime from the export's
+    postprocess.onnx."""
+
+    INPUTS, OUTPUTS = ("rows", "columns", "mixing"), ("logits", "probs", "scores")
+
+    def __init__(self, path: str, threads: int):
+        self.path = path
+        self.session = _session(path, threads)
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if names != (list(self.INPUTS), list(self.OUTPUTS)):
+            raise PredictorError(f"{path}: inputs {names[0]} and outputs {names[1]}, expected "
+                                 f"{list(self.INPUTS)} and {list(self.OUTPUTS)}")
+
+    def __call__(self, rows: np.ndarray, columns: np.ndarray, mixing: Optional[np.ndarray],
+                 scores_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        if mixing is None:  # no semantic output: no classes to mix
+            mixing = np.zeros((0, columns.shape[0]), dtype=np.float32)
+        feed = {"rows": np.ascontiguousarray(rows, dtype=np.float32),
+                "columns": np.ascontiguousarray(columns, dtype=np.float32), "mixing": mixing}
+        logits, probs, scores = self.session.run(list(self.OUTPUTS), feed)
+        if scores_out is not None:
+            scores_out[...] = scores
+        return logits, probs
+
+
 class OnnxPredictor:
     """
     One exported model: ``predictor(bgr_image)`` -> {"sem_seg": (K, H, W) float32,
@@ -145,22 +188,17 @@ class OnnxPredictor:
         self.std = np.asarray(self.info["pixel_std"], np.float32).reshape(3, 1, 1)
         self.min_size = min_size or int(self.info["min_size_test"])
         self.max_size = max_size or int(self.info["max_size_test"])
-        self.postprocess = load_postprocess_module().postprocess
+        postprocess_module = load_postprocess_module()
+        self.postprocess = postprocess_module.postprocess
         if not os.path.isfile(self.model_path):
             raise PredictorError(f"{self.model_path}: no such file")
-        options = onnxruntime.SessionOptions()
-        # every graph optimisation, one operator at a time on ``threads`` threads (0: one per
-        # physical core): the graph is a chain, parallel operators would only compete
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = onnxruntime.InferenceSession(
-                self.model_path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable files
-            raise PredictorError(f"{self.model_path}: not a loadable ONNX model ({e})") from e
+        self.session = _session(self.model_path, threads)
         self._check_graph()
+        # onnxruntime's matrix products and sigmoid are 3x NumPy's here (postprocess_graph.py);
+        # an export without the graph gets NumPy's, with the same results
+        dense_path = os.path.join(model_dir, DENSE_BLOCK_FILE)
+        self.dense_block = (OnnxDenseBlock(dense_path, threads) if os.path.isfile(dense_path)
+                            else postprocess_module.dense_block)
 
     @staticmethod
     def _read_info(path: str) -> Dict:
@@ -238,7 +276,7 @@ class OnnxPredictor:
                 f"{mask_pred.shape} for an input of {x.shape}; num_queries {expected[1]} and num_classes "
                 f"{expected[2] - 1} expect {expected} and (1, {expected[1]}, h, w)")
         return self.postprocess(mask_cls[0], mask_pred[0], padded, size, image.shape[:2],
-                                self.settings, self.is_thing)
+                                self.settings, self.is_thing, dense=self.dense_block)
 
     def enabled_tasks(self) -> List[str]:
         return [t for t in TASKS if getattr(self.settings, f"{t}_on")]

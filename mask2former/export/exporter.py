@@ -13,7 +13,7 @@ from torch import nn
 from ..modeling.pixel_decoder.ops.modules import MSDeformAttn
 from ..modeling.meta_arch.maskformer import MaskFormer
 from ..modeling.transformer_decoder.mask2former_transformer_decoder import MultiScaleMaskedTransformerDecoder
-from . import chunked_gather
+from . import chunked_gather, postprocess_graph
 from .model import ExportableMaskFormer, deployment_info
 
 INPUT_NAME = "image"
@@ -51,7 +51,8 @@ def _quiet_trace(fn, model: nn.Module, *args, **kwargs):
 
 
 def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) -> str:
-    """Writes ``model`` traced on ``sample`` (B, C, H, W) to the ONNX file ``path``."""
+    """Writes ``model`` traced on ``sample`` (B, C, H, W) to the ONNX file ``path``, and the
+    post-processing's dense step beside it (``postprocess_graph.FILE_NAME``)."""
     axes = {
         INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
         OUTPUT_NAMES[0]: {0: "batch"},
@@ -77,6 +78,7 @@ def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) ->
     finally:
         if os.path.exists(traced):
             os.remove(traced)
+    postprocess_graph.write_dense_block_graph(os.path.dirname(os.path.abspath(path)))
     return path
 
 

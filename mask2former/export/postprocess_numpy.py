@@ -18,11 +18,14 @@ the few queries the instance output keeps. No (Q, H, W) array is ever built.
 ``test_topk_per_image``, ``sem_seg_postprocess_before_inference``), e.g. a
 ``types.SimpleNamespace`` filled from ``export_info.json``'s "settings".
 """
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 Size = Tuple[int, int]
+# (rows, columns, mixing, scores_out) -> (logits, probs): see dense_block
+DenseBlock = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]],
+                      Tuple[np.ndarray, np.ndarray]]
 # Output rows per block are chosen so that a block's logits of every query take about this
 # many bytes: small enough to stay in the cache, large enough for efficient GEMMs.
 BLOCK_BYTES = 4 << 20
@@ -92,27 +95,51 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def sigmoid_(x: np.ndarray) -> np.ndarray:
-    """The logistic function of ``x``, in place (no temporaries: called on every block)."""
-    np.negative(x, out=x)
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function of ``x``, as a new array (in place from its first step: no
+    temporaries, called on every block)."""
+    out = np.negative(x)
     with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88 gives the right 0
-        np.exp(x, out=x)
-    x += 1
-    return np.reciprocal(x, out=x)
+        np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
 
 
-def logit_row_blocks(
+def dense_block(
+    rows: np.ndarray, columns: np.ndarray, mixing: Optional[np.ndarray], scores_out: Optional[np.ndarray]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    The dense step of one block of output rows.
+
+    Args:
+        rows: (n, j) weights of the block's rows over the j column-resized rows it reads.
+        columns: (Q, j, W) those rows of every query, resized along the columns.
+        mixing: (K, Q) class probabilities of the queries, or None (no semantic output).
+        scores_out: (K, n * W) where the block's semantic scores go (with ``mixing``).
+    Returns:
+        logits (Q, n, W) and probs (Q, n, W), their sigmoid: new arrays the caller may keep.
+    """
+    logits = np.matmul(rows, columns)
+    probs = sigmoid(logits)
+    if mixing is not None:
+        np.matmul(mixing, probs.reshape(len(probs), -1), out=scores_out)
+    return logits, probs
+
+
+def resize_plan(
     mask_pred: np.ndarray, padded_size: Size, image_size: Size, output_size: Size,
     rows_per_block: Optional[int] = None,
-) -> Iterator[Tuple[int, int, np.ndarray]]:
+) -> Tuple[np.ndarray, np.ndarray, List[Tuple[int, int, int, int]]]:
     """
-    The (Q, h, w) mask logits through the resize chain, a block of output rows at a time.
+    The (Q, h, w) mask logits' resize chain (to the padded size, crop to the image, to the
+    output size), split by axis: the columns resized once, at the input's few rows, and the
+    rows a block of output rows at a time.
 
-    Yields:
-        (y0, y1, logits): logits (Q, y1 - y0, W_out) float32 of output rows [y0, y1), a fresh
-        array the caller may change. Query-major, as the logits come: each query's rows are
-        one contiguous (n * W_out) run, so that the semantic mixing and the instance masks read
-        them without a transpose.
+    Returns:
+        rows (H_out, h) the row resize, by_column (Q, h, W_out) the logits resized along the
+        columns, and the blocks (y0, y1, j0, j1): output rows [y0, y1) read rows [j0, j1) of
+        ``by_column``; blocks of ``rows_per_block`` rows (default: about ``BLOCK_BYTES`` of
+        logits).
     """
     num_queries, h, w = mask_pred.shape
     out_h, out_w = output_size
@@ -121,11 +148,8 @@ def logit_row_blocks(
     if rows_per_block is None:
         rows_per_block = BLOCK_BYTES // max(1, 4 * num_queries * out_w)
     rows_per_block = max(1, min(rows_per_block, out_h))
-    # (Q, h, W): the columns resized once, at the input's few rows
     by_column = resize_columns(np.asarray(mask_pred, dtype=np.float32).reshape(num_queries * h, w), cols)
-    by_column = by_column.reshape(num_queries, h, out_w)
-    for y0, y1, j0, j1 in resize_bands(rows, rows_per_block):
-        yield y0, y1, np.matmul(rows[y0:y1, j0:j1], by_column[:, j0:j1])
+    return rows, by_column.reshape(num_queries, h, out_w), resize_bands(rows, rows_per_block)
 
 
 class PanopticAccumulator:
@@ -277,6 +301,7 @@ def postprocess(
     settings,
     is_thing: Optional[np.ndarray] = None,
     rows_per_block: Optional[int] = None,
+    dense: DenseBlock = dense_block,
 ) -> Dict:
     """
     Args:
@@ -288,6 +313,8 @@ def postprocess(
         is_thing: (K,) bool, needed by panoptic inference; instance inference then keeps thing
             classes only (as the model, which passes it only when panoptic inference is on).
         rows_per_block: output rows per block (default: about ``BLOCK_BYTES`` of logits).
+        dense: the dense step of a block, :func:`dense_block` or one that computes the same
+            (demo/onnx_predictor.py runs the graph of ``postprocess_graph.py`` with onnxruntime).
     Returns:
         {"sem_seg": (K, H, W) float32, "panoptic_seg": ((H, W) int32, segments_info),
         "instances": dict of :meth:`InstanceAccumulator.result`}, the ones turned on.
@@ -299,7 +326,7 @@ def postprocess(
     # image size and resized after, as sem_seg_postprocess resizes them
     before = settings.sem_seg_postprocess_before_inference
     size = tuple(output_size) if before else tuple(image_size)
-    sem_seg = panoptic = instances = None
+    sem_seg = panoptic = instances = mixing = None
     if settings.semantic_on:
         sem_seg = np.empty((class_probs.shape[1] - 1, *size), dtype=np.float32)
         mixing = np.ascontiguousarray(class_probs[:, :-1].T)  # (K, Q)
@@ -307,14 +334,13 @@ def postprocess(
         panoptic = PanopticAccumulator(class_probs, is_thing, settings, size)
     if settings.instance_on and before:
         instances = InstanceAccumulator(class_probs, is_thing, settings.test_topk_per_image, size)
-    for y0, y1, block in logit_row_blocks(mask_pred, padded_size, image_size, size, rows_per_block):
+    rows, by_column, blocks = resize_plan(mask_pred, padded_size, image_size, size, rows_per_block)
+    scores = sem_seg.reshape(len(sem_seg), -1) if sem_seg is not None else None  # (K, H * W)
+    for y0, y1, j0, j1 in blocks:
+        logits, probs = dense(rows[y0:y1, j0:j1], by_column[:, j0:j1], mixing,
+                              None if scores is None else scores[:, y0 * size[1] : y1 * size[1]])  # (Q, n, W)
         if instances is not None:
-            instances.add_logits(y0, y1, block)
-        probs = sigmoid_(block)  # (Q, n, W)
-        if sem_seg is not None:
-            # one (K, Q) @ (Q, n * W) product written into the output's rows in place (a view of
-            # the contiguous (K, H * W) scores)
-            np.matmul(mixing, probs.reshape(len(probs), -1), out=sem_seg.reshape(len(sem_seg), -1)[:, y0 * size[1] : y1 * size[1]])
+            instances.add_logits(y0, y1, logits)
         if panoptic is not None:
             panoptic.add(y0, y1, probs)
         if instances is not None:

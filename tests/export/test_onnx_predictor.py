@@ -189,6 +189,10 @@ def _one_more_class(info):
          ["export_info.json: missing key(s) pixel_std"]),
         (lambda d: open(os.path.join(d, "model.onnx"), "wb").write(b"not a graph"),
          ["model.onnx: not a loadable ONNX model"]),
+        (lambda d: open(os.path.join(d, "postprocess.onnx"), "wb").write(b"not a graph"),
+         ["postprocess.onnx: not a loadable ONNX model"]),
+        (lambda d: shutil.copy(os.path.join(d, "model.onnx"), os.path.join(d, "postprocess.onnx")),
+         ["postprocess.onnx: inputs ['image'] and outputs ['pred_logits', 'pred_masks'], expected"]),
     ],
 )
 def test_model_folder_not_fitting_its_metadata_is_named(exported, tmp_path, capsys, break_folder, named):
@@ -201,6 +205,28 @@ def test_model_folder_not_fitting_its_metadata_is_named(exported, tmp_path, caps
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     for text in named:
         assert text in err, err
+
+
+def test_dense_step_graph_gives_numpys_outputs(exported, tmp_path):
+    """The export writes postprocess.onnx and the predictor runs it; a folder without it (an
+    older export) gets NumPy's dense step, with the same outputs."""
+    _, _, model_dir, images = exported
+    assert os.path.isfile(os.path.join(model_dir, "postprocess.onnx"))
+    without = _copy(model_dir, tmp_path)
+    os.remove(os.path.join(without, "postprocess.onnx"))
+    script = _load_script()
+    with_graph, numpy_only = script.OnnxPredictor(model_dir), script.OnnxPredictor(without)
+    assert isinstance(with_graph.dense_block, script.OnnxDenseBlock)
+    assert numpy_only.dense_block is not with_graph.dense_block and callable(numpy_only.dense_block)
+    for path in images.values():
+        image = cv2.imread(path)
+        got, expected = with_graph(image), numpy_only(image)
+        np.testing.assert_allclose(got["sem_seg"], expected["sem_seg"], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(got["panoptic_seg"][0], expected["panoptic_seg"][0])
+        assert got["panoptic_seg"][1] == expected["panoptic_seg"][1]
+        for key in ("pred_classes", "pred_masks", "pred_boxes"):
+            np.testing.assert_array_equal(got["instances"][key], expected["instances"][key])
+        np.testing.assert_allclose(got["instances"]["scores"], expected["instances"]["scores"], rtol=0, atol=1e-5)
 
 
 def test_unreadable_image_is_named_and_the_others_drawn(exported, tmp_path, capsys):

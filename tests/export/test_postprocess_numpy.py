@@ -1,6 +1,7 @@
 """mask2former/export/postprocess_numpy.py against MaskFormer's own post-processing, on random
 logits of one image: semantic argmax on >= 99.9 % of pixels, the same panoptic segments,
 instance scores within 1e-3; and the module runs without torch."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import torch
 
 from detectron2.structures import BitMasks
 
-from mask2former.export.postprocess_numpy import bilinear_matrix, postprocess
+from mask2former.export.postprocess_graph import write_dense_block_graph
+from mask2former.export.postprocess_numpy import bilinear_matrix, dense_block, postprocess
 from mask2former.modeling.postprocessing import InferenceSettings, build_mask_postprocessor
 from model_utils import REPO
 
@@ -29,6 +31,17 @@ def random_logits(seed: int, mask_size=(25, 35)):
     return mask_cls, mask_pred + 0.3 * torch.randn(mask_pred.shape, generator=g)
 
 
+@pytest.fixture(scope="module")
+def dense_steps(tmp_path_factory):
+    """{name: the dense step}: NumPy's, and the export's graph run by the predictor's
+    onnxruntime runner."""
+    spec = importlib.util.spec_from_file_location("onnx_predictor", os.path.join(REPO, "demo", "onnx_predictor.py"))
+    predictor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predictor)
+    path = write_dense_block_graph(str(tmp_path_factory.mktemp("dense")))
+    return {"numpy": dense_block, "onnxruntime": predictor.OnnxDenseBlock(path, threads=1)}
+
+
 @pytest.mark.parametrize("size", [(7, 7), (25, 100), (100, 25), (33, 50)])
 def test_bilinear_matrix_resizes_as_interpolate(size):
     x = torch.randn(3, size[0])
@@ -37,14 +50,16 @@ def test_bilinear_matrix_resizes_as_interpolate(size):
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("dense", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize("seed, rows_per_block", [(0, None), (1, 7)])
 @pytest.mark.parametrize(
     "on, before",
     [((True, True, True), True), ((True, False, False), False), ((False, True, False), True),
      ((False, False, True), True)],
 )
-def test_numpy_postprocessing_equals_maskformers(seed, rows_per_block, on, before):
-    """In one block of rows (the default at this size) and in blocks of 7 rows."""
+def test_numpy_postprocessing_equals_maskformers(dense_steps, dense, seed, rows_per_block, on, before):
+    """In one block of rows (the default at this size) and in blocks of 7 rows, with either
+    dense step."""
     settings = InferenceSettings(*on, 0.5, 0.3, 10, before)
     mask_cls, mask_pred = random_logits(seed)
     padded, image, output = (100, 140), (97, 131), (150, 200)
@@ -53,7 +68,7 @@ def test_numpy_postprocessing_equals_maskformers(seed, rows_per_block, on, befor
         mask_cls, mask_pred, padded, image, output, is_thing
     )
     got = postprocess(mask_cls.numpy(), mask_pred.numpy(), padded, image, output, settings,
-                      IS_THING if settings.panoptic_on else None, rows_per_block)
+                      IS_THING if settings.panoptic_on else None, rows_per_block, dense=dense_steps[dense])
     assert sorted(got) == sorted(expected)
     if settings.semantic_on:
         assert got["sem_seg"].shape == tuple(expected["sem_seg"].shape)
@@ -98,12 +113,34 @@ def test_numpy_postprocessing_runs_without_torch_or_detectron2():
     assert out.stdout.strip() == "['instances', 'panoptic_seg', 'sem_seg']"
 
 
-def test_extreme_logits_give_probabilities_without_warnings():
+@pytest.mark.parametrize("dense", ["numpy", "onnxruntime"])
+def test_extreme_logits_give_probabilities_without_warnings(dense_steps, dense):
     """Mask logits far below -88 (exp overflows in float32) are probability 0, silently."""
     settings = InferenceSettings(True, False, False, 0.5, 0.3, 10, True)
     mask_cls = np.zeros((2, 3), dtype=np.float32)
     mask_pred = np.stack([np.full((4, 4), -500.0), np.full((4, 4), 500.0)]).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sem_seg = postprocess(mask_cls, mask_pred, (16, 16), (16, 16), (16, 16), settings)["sem_seg"]
+        sem_seg = postprocess(mask_cls, mask_pred, (16, 16), (16, 16), (16, 16), settings,
+                              dense=dense_steps[dense])["sem_seg"]
     np.testing.assert_allclose(sem_seg, np.full((2, 16, 16), 1 / 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("with_mixing", [True, False])
+def test_dense_step_graph_computes_what_numpy_does(dense_steps, with_mixing):
+    """The graph's logits, probabilities (also far from 0: relative error, where onnxruntime's
+    own Sigmoid is 1e-7 off in absolute terms) and semantic scores against NumPy's."""
+    rng = np.random.default_rng(0)
+    rows = rng.random((5, 3), dtype=np.float32)
+    columns = (20 * rng.standard_normal((4, 3, 9))).astype(np.float32)
+    mixing = rng.random((6, 4), dtype=np.float32) if with_mixing else None
+    scores = {name: np.zeros((6, 5 * 9), np.float32) for name in dense_steps}
+    results = {name: step(rows, columns, mixing, scores[name] if with_mixing else None)
+               for name, step in dense_steps.items()}
+    (logits, probs), (ort_logits, ort_probs) = results["numpy"], results["onnxruntime"]
+    assert ort_logits.shape == ort_probs.shape == (4, 5, 9)
+    np.testing.assert_allclose(ort_logits, logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ort_probs, probs, rtol=1e-5, atol=1e-30)
+    if with_mixing:
+        assert scores["numpy"].any()
+        np.testing.assert_allclose(scores["onnxruntime"], scores["numpy"], rtol=1e-5, atol=1e-30)
