@@ -1,19 +1,20 @@
 """
 The sampling step of the exported deformable attention, a ``Gather`` of table rows followed by
-a batched ``MatMul`` with the weights, run by onnxruntime a chunk of rows at a time in an ONNX
-``Loop`` so that each chunk's gathered samples stay in the cache.
+a batched ``MatMul`` with the weights, run by onnxruntime a chunk of rows at a time (an ONNX
+``Scan``) so that each chunk's gathered samples stay in the cache.
 
 Why: as one ``Gather`` and one ``MatMul``, the (B, K, D) samples (B query-head pairs, K = 4
 corners * levels * points) are written to memory and read back: about 400 MB per encoder layer
 of the R50 model at 512x768, at the machine's copy bandwidth (2 threads: 28 ms + 23 ms of a
 layer's 126 ms). A chunk of about ``CHUNK_BYTES`` of samples fits in a core's L2 cache (2 MiB
-here); measured on that layer's shapes, 2 threads, onnxruntime 1.20: 79 ms as one pair, 22 ms
-in chunks of 256 pairs (33 ms in chunks of 64, 36 ms in chunks of 1024).
+here); measured on that layer's shapes, 2 threads, onnxruntime 1.20: 79 ms as one pair, 18 ms
+in chunks of 256 pairs (19-20 ms in chunks of 128 or 512; a ``Loop`` with ``Slice`` per chunk
+took 23 ms, 33 ms in chunks of 64, 36 ms in chunks of 1024).
 
 How: while exporting, :func:`gather_weighted_sum` appears in the traced graph as one node
 ``mask2former::GatherWeightedSum`` (an autograd ``Function`` with a ``symbolic``), which
-:func:`expand_gather_weighted_sums` then replaces by standard operators (``Pad``, ``Loop``,
-``Slice``, ``Gather``, ``Reshape``, ``MatMul``), so that the written file needs no custom op.
+:func:`expand_gather_weighted_sums` then replaces by standard operators (``Pad``, ``Scan``,
+``Gather``, ``Reshape``, ``MatMul``, ``Slice``), so that the written file needs no custom op.
 Outside an ONNX export (eager PyTorch, TorchScript tracing) it is the plain ``Gather`` and
 ``MatMul``.
 """
@@ -24,7 +25,7 @@ from torch import Tensor
 
 DOMAIN = "mask2former"
 OP_TYPE = "GatherWeightedSum"
-# gathered samples per Loop iteration: within a core's L2 cache with room for the rest
+# gathered samples per Scan iteration: within a core's L2 cache with room for the rest
 CHUNK_BYTES = 3 << 19
 
 
@@ -38,14 +39,15 @@ class _GatherWeightedSumNode(torch.autograd.Function):
     """:func:`_gather_weighted_sum`, exported to ONNX as one custom node (expanded later)."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor, depth: int, samples: int) -> Tensor:
+    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor, depth: int, samples: int, gathers: int) -> Tensor:
         return _gather_weighted_sum(table, index, weights, depth)
 
     @staticmethod
-    def symbolic(g, table, index, weights, depth: int, samples: int):
-        # both sizes are the model's (channels per head; levels * points * 4 corners): they
-        # set the expansion's chunk size
-        output = g.op(f"{DOMAIN}::{OP_TYPE}", table, index, weights, depth_i=depth, samples_i=samples)
+    def symbolic(g, table, index, weights, depth: int, samples: int, gathers: int):
+        # the sizes are the model's (channels per head; levels * points [* 4 corners]): the
+        # expansion's chunk shapes
+        output = g.op(f"{DOMAIN}::{OP_TYPE}", table, index, weights, depth_i=depth, samples_i=samples,
+                      gathers_i=gathers)
         # (B, 1, D), for the exporter's shape inference (it cannot infer a custom node's)
         output.setType(weights.type().with_sizes([None, 1, depth]))
         return output
@@ -63,7 +65,8 @@ def gather_weighted_sum(table: Tensor, index: Tensor, weights: Tensor, depth: in
     """
     if torch.onnx.is_in_onnx_export():
         # a traced shape is a tensor: the node takes the sizes as constants
-        return _GatherWeightedSumNode.apply(table, index, weights, int(depth), int(weights.shape[-1]))
+        return _GatherWeightedSumNode.apply(
+            table, index, weights, int(depth), int(weights.shape[-1]), int(index.shape[-1]))
     return _gather_weighted_sum(table, index, weights, depth)
 
 
@@ -71,9 +74,9 @@ def _chunk_rows(weights_per_row: int, depth: int) -> int:
     return max(1, CHUNK_BYTES // (4 * weights_per_row * depth))
 
 
-def _expansion(node, chunk: int, depth: int):
+def _expansion(node, chunk: int, depth: int, samples: int, gathers: int):
     """(nodes of the main graph) replacing one GatherWeightedSum node: pad the index and the
-    weights to whole chunks, Loop over the chunks, drop the padding."""
+    weights to whole chunks, ``Scan`` the chunks, drop the padding."""
     from onnx import TensorProto, helper
 
     table, index, weights = node.input
@@ -82,37 +85,23 @@ def _expansion(node, chunk: int, depth: int):
     def name(suffix: str) -> str:
         return f"{prefix}/{suffix}"
 
-    def const(suffix: str, values: List[int]) -> "object":
+    def const(suffix: str, values: List[int]):
         return helper.make_node(
             "Constant", [], [name(suffix)],
             value=helper.make_tensor(name(suffix), TensorProto.INT64, [len(values)], values))
 
-    # the loop body reads the padded index and weights of the enclosing graph
+    # one chunk: the table is read from the enclosing graph
     body = helper.make_graph(
         [
-            helper.make_node("Constant", [], [name("zero_axis")],
-                             value=helper.make_tensor(name("zero_axis"), TensorProto.INT64, [1], [0])),
-            helper.make_node("Constant", [], [name("chunk_in_body")],
-                             value=helper.make_tensor(name("chunk_in_body"), TensorProto.INT64, [1], [chunk])),
-            helper.make_node("Constant", [], [name("sample_shape")],
-                             value=helper.make_tensor(name("sample_shape"), TensorProto.INT64, [3], [chunk, -1, depth])),
-            helper.make_node("Unsqueeze", [name("iteration"), name("zero_axis")], [name("iteration_1d")]),
-            helper.make_node("Mul", [name("iteration_1d"), name("chunk_in_body")], [name("start")]),
-            helper.make_node("Add", [name("start"), name("chunk_in_body")], [name("end")]),
-            helper.make_node("Slice", [name("index_padded"), name("start"), name("end"), name("zero_axis")],
-                             [name("index_chunk")]),
-            helper.make_node("Slice", [name("weights_padded"), name("start"), name("end"), name("zero_axis")],
-                             [name("weights_chunk")]),
+            const("sample_shape", [chunk, samples, depth]),
             helper.make_node("Gather", [table, name("index_chunk")], [name("rows")]),
             helper.make_node("Reshape", [name("rows"), name("sample_shape")], [name("samples")]),
             helper.make_node("MatMul", [name("weights_chunk"), name("samples")], [name("sums")]),
-            helper.make_node("Identity", [name("condition")], [name("condition_out")]),
         ],
         name("body"),
-        [helper.make_tensor_value_info(name("iteration"), TensorProto.INT64, []),
-         helper.make_tensor_value_info(name("condition"), TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info(name("condition_out"), TensorProto.BOOL, []),
-         helper.make_tensor_value_info(name("sums"), TensorProto.FLOAT, [chunk, 1, depth])],
+        [helper.make_tensor_value_info(name("index_chunk"), TensorProto.INT64, [chunk, gathers]),
+         helper.make_tensor_value_info(name("weights_chunk"), TensorProto.FLOAT, [chunk, 1, samples])],
+        [helper.make_tensor_value_info(name("sums"), TensorProto.FLOAT, [chunk, 1, depth])],
     )
     return [
         const("chunk", [chunk]),
@@ -120,6 +109,8 @@ def _expansion(node, chunk: int, depth: int):
         const("zero", [0]),
         const("zeros_2", [0, 0]),
         const("zeros_3", [0, 0, 0]),
+        const("index_chunks_shape", [-1, chunk, gathers]),
+        const("weights_chunks_shape", [-1, chunk, 1, samples]),
         const("output_shape", [-1, 1, depth]),
         helper.make_node("Shape", [index], [name("count")], start=0, end=1),  # [B]
         helper.make_node("Add", [name("count"), name("chunk_minus_one")], [name("count_up")]),
@@ -131,8 +122,10 @@ def _expansion(node, chunk: int, depth: int):
         helper.make_node("Concat", [name("zeros_3"), name("padding"), name("zeros_2")], [name("weights_pads")], axis=0),
         helper.make_node("Pad", [index, name("index_pads")], [name("index_padded")]),
         helper.make_node("Pad", [weights, name("weights_pads")], [name("weights_padded")]),
-        helper.make_node("Squeeze", [name("chunks"), name("zero")], [name("trip_count")]),
-        helper.make_node("Loop", [name("trip_count"), ""], [name("stacked")], body=body),  # (chunks, chunk, 1, D)
+        helper.make_node("Reshape", [name("index_padded"), name("index_chunks_shape")], [name("index_chunks")]),
+        helper.make_node("Reshape", [name("weights_padded"), name("weights_chunks_shape")], [name("weights_chunks")]),
+        helper.make_node("Scan", [name("index_chunks"), name("weights_chunks")], [name("stacked")], body=body,
+                         num_scan_inputs=2),  # (chunks, chunk, 1, D)
         helper.make_node("Reshape", [name("stacked"), name("output_shape")], [name("padded_sums")]),
         helper.make_node("Slice", [name("padded_sums"), name("zero"), name("count"), name("zero")], list(node.output)),
     ]
@@ -156,8 +149,8 @@ def expand_gather_weighted_sums(model) -> int:
             nodes.append(node)
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        depth = attributes["depth"]
-        nodes.extend(_expansion(node, _chunk_rows(attributes["samples"], depth), depth))
+        depth, samples = attributes["depth"], attributes["samples"]
+        nodes.extend(_expansion(node, _chunk_rows(samples, depth), depth, samples, attributes["gathers"]))
         replaced += 1
     del graph.node[:]
     graph.node.extend(nodes)
