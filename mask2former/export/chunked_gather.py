@@ -90,20 +90,26 @@ def _expansion(node, chunk: int, depth: int, samples: int, gathers: int):
             "Constant", [], [name(suffix)],
             value=helper.make_tensor(name(suffix), TensorProto.INT64, [len(values)], values))
 
+    def named(nodes: List, part: str) -> List:
+        # after the traced node (its module path), so that profiles attribute them to it
+        for k, created in enumerate(nodes):
+            created.name = name(f"{part}/{created.op_type}_{k}")
+        return nodes
+
     # one chunk: the table is read from the enclosing graph
     body = helper.make_graph(
-        [
+        named([
             const("sample_shape", [chunk, samples, depth]),
             helper.make_node("Gather", [table, name("index_chunk")], [name("rows")]),
             helper.make_node("Reshape", [name("rows"), name("sample_shape")], [name("samples")]),
             helper.make_node("MatMul", [name("weights_chunk"), name("samples")], [name("sums")]),
-        ],
+        ], "body"),
         name("body"),
         [helper.make_tensor_value_info(name("index_chunk"), TensorProto.INT64, [chunk, gathers]),
          helper.make_tensor_value_info(name("weights_chunk"), TensorProto.FLOAT, [chunk, 1, samples])],
         [helper.make_tensor_value_info(name("sums"), TensorProto.FLOAT, [chunk, 1, depth])],
     )
-    return [
+    outer = [
         const("chunk", [chunk]),
         const("chunk_minus_one", [chunk - 1]),
         const("zero", [0]),
@@ -129,6 +135,7 @@ def _expansion(node, chunk: int, depth: int, samples: int, gathers: int):
         helper.make_node("Reshape", [name("stacked"), name("output_shape")], [name("padded_sums")]),
         helper.make_node("Slice", [name("padded_sums"), name("zero"), name("count"), name("zero")], list(node.output)),
     ]
+    return named(outer, "outer")
 
 
 def expand_gather_weighted_sums(model) -> int:

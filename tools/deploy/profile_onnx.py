@@ -3,7 +3,8 @@
 Where an exported model's time goes in onnxruntime: the operator time of one run (after one
 warm-up) from onnxruntime's own profiler, summed by operator type, by stage of the model
 (backbone, deformable encoder, rest of the pixel decoder, transformer decoder) and by node.
-Needs only onnxruntime and NumPy.
+Needs only onnxruntime and NumPy. Control-flow nodes (the ``Scan`` of the chunked deformable
+sampling) are counted through the nodes of their subgraphs, not themselves.
 
     python tools/deploy/profile_onnx.py OUTPUT_DIR/model.onnx --size 800 1344 [--threads 2] [--top 25]
 
@@ -28,6 +29,10 @@ STAGES = (
     ("transformer decoder", "/sem_seg_head/predictor/"),
     ("pixel decoder: rest", "/sem_seg_head/"),
 )
+
+
+# left out of the sums: their time is their subgraphs' (reported node by node) and a little more
+CONTROL_FLOW = ("Scan", "Loop", "If")
 
 
 def stage_of(node_name: str) -> str:
@@ -55,8 +60,9 @@ def profile_run(path: str, height: int, width: int, threads: int) -> List[Dict]:
             events = json.load(f)
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     last_run = nodes[len(nodes) - len(nodes) // runs:]
+    # a control-flow node's time is that of its subgraph's nodes, which have events of their own
     return [{"name": e["name"][: -len("_kernel_time")], "op": e["args"]["op_name"], "us": e["dur"]}
-            for e in last_run]
+            for e in last_run if e["args"]["op_name"] not in CONTROL_FLOW]
 
 
 def totals(nodes: Sequence[Dict], key) -> List[Tuple[str, float]]:
