@@ -175,7 +175,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         Args:
             srcs, pos_embeds: per level (B, C, H_l, W_l), in the order of ``level_embed``.
         Returns:
-            memory (B, S, C) with S = sum(H_l * W_l), spatial_shapes (L, 2), level_start_index (L,).
+            memory (B, S, C) with S = sum(H_l * W_l), spatial_shapes (L, 2) and level_start_index
+            (L,), int64 on the CPU (on the memory's device while tracing).
         """
         # Images are padded before the backbone, so no position of a feature map is padding.
         src_flatten, lvl_pos_embed_flatten, shapes = [], [], []
@@ -188,7 +189,12 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             )
         src_flatten = torch.cat(src_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.stack(shapes).to(src_flatten.device)
+        spatial_shapes = torch.stack(shapes)
+        if torch.jit.is_tracing():
+            spatial_shapes = spatial_shapes.to(src_flatten.device)
+        # else the level tables stay on the host, where sizes live: every reader of them (the
+        # reference points, the deformable attention's checks, the maps' split) then costs no
+        # GPU synchronisation (one per reader and layer before)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
