@@ -142,10 +142,12 @@ def _session(path: str, threads: int) -> onnxruntime.InferenceSession:
 
 class OnnxDenseBlock:
     """The post-processing's dense step (``postprocess_numpy.dense_block``: the row resize of a
-    block of logits, their sigmoid and the semantic mixing) run by onnxruntime from the export's
+    block of logits, their sigmoid, the semantic mixing and what the panoptic and instance
+    inference need of the queries they keep) run by onnxruntime from the export's
     postprocess.onnx."""
 
-    INPUTS, OUTPUTS = ("rows", "columns", "mixing"), ("logits", "probs", "scores")
+    INPUTS = ("rows", "columns", "mixing", "panoptic_queries", "instance_queries")
+    OUTPUTS = ("scores", "panoptic_probs", "instance_masks", "instance_inside")
 
     def __init__(self, path: str, threads: int):
         self.path = path
@@ -156,15 +158,17 @@ class OnnxDenseBlock:
                                  f"{list(self.INPUTS)} and {list(self.OUTPUTS)}")
 
     def __call__(self, rows: np.ndarray, columns: np.ndarray, mixing: Optional[np.ndarray],
-                 scores_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+                 panoptic_queries: np.ndarray, instance_queries: np.ndarray,
+                 scores_out: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         if mixing is None:  # no semantic output: no classes to mix
             mixing = np.zeros((0, columns.shape[0]), dtype=np.float32)
         feed = {"rows": np.ascontiguousarray(rows, dtype=np.float32),
-                "columns": np.ascontiguousarray(columns, dtype=np.float32), "mixing": mixing}
-        logits, probs, scores = self.session.run(list(self.OUTPUTS), feed)
+                "columns": np.ascontiguousarray(columns, dtype=np.float32), "mixing": mixing,
+                "panoptic_queries": panoptic_queries, "instance_queries": instance_queries}
+        scores, panoptic_probs, instance_masks, instance_inside = self.session.run(list(self.OUTPUTS), feed)
         if scores_out is not None:
             scores_out[...] = scores
-        return logits, probs
+        return panoptic_probs, instance_masks, instance_inside
 
 
 class OnnxPredictor:

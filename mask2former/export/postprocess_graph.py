@@ -8,28 +8,36 @@ with onnxruntime in place of the NumPy version of
 Why: NumPy's OpenBLAS computes the semantic mixing, a (K, Q) @ (Q, H * W) product, at a
 third of onnxruntime's speed on this CPU (512x768, K = 133, Q = 100, 2 threads: 177 ms
 against 71 ms), and its ``exp`` runs on one core. The block's three results in onnxruntime
-took 94 ms against NumPy's 312 ms (320 against 781 ms at 800x1333).
+took 94 ms against NumPy's 312 ms (320 against 781 ms at 800x1333), before the outputs were
+reduced to the kept queries.
 
-    rows (n, j), columns (Q, j, W), mixing (K, Q) ->
-        logits (Q, n, W) = rows @ columns (each query's column-resized band, resized along rows),
-        probs (Q, n, W) = sigmoid(logits),
-        scores (K, n * W) = mixing @ probs as (Q, n * W)
+    rows (n, j), columns (Q, j, W), mixing (K, Q), panoptic_queries (P,), instance_queries (U,) ->
+        scores (K, n * W) = mixing @ sigmoid(rows @ columns) as (Q, n * W),
+        panoptic_probs (P, n, W) = the panoptic queries' probabilities,
+        instance_masks (U, n, W) bool = the instance queries' logits > 0,
+        instance_inside (U,) = the sum of their probabilities inside those masks
+
+The full (Q, n, W) logits and probabilities stay inside onnxruntime: only the few queries the
+panoptic and instance inference keep come out (as ``dense_block``'s NumPy version returns).
 """
 import os
 
 FILE_NAME = "postprocess.onnx"
 # the opset of the model export (exporter.ONNX_OPSET): the same runtime runs both
 OPSET = 17
-INPUTS = ("rows", "columns", "mixing")
-OUTPUTS = ("logits", "probs", "scores")
+INPUTS = ("rows", "columns", "mixing", "panoptic_queries", "instance_queries")
+OUTPUTS = ("scores", "panoptic_probs", "instance_masks", "instance_inside")
 
 
 def dense_block_graph():
     """The ``onnx.ModelProto`` of the block step; every dimension is dynamic."""
     from onnx import TensorProto, helper
 
-    def tensor(name: str, dims):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    def tensor(name: str, dims, dtype=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, dtype, dims)
+
+    def constant(name: str, dtype, dims, values):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, dtype, dims, values))
 
     nodes = [
         helper.make_node("MatMul", ["rows", "columns"], ["logits"]),  # (n, j) @ (Q, j, W): (Q, n, W)
@@ -38,20 +46,31 @@ def dense_block_graph():
         # the semantic argmax then differs; its Exp keeps the relative error small
         helper.make_node("Neg", ["logits"], ["minus_logits"]),
         helper.make_node("Exp", ["minus_logits"], ["exp_minus_logits"]),
-        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])),
+        constant("one", TensorProto.FLOAT, [], [1.0]),
         helper.make_node("Add", ["exp_minus_logits", "one"], ["denominator"]),
         helper.make_node("Reciprocal", ["denominator"], ["probs"]),
+        # semantic scores: (K, Q) @ (Q, n * W)
         helper.make_node("Shape", ["columns"], ["queries"], start=0, end=1),
-        helper.make_node("Constant", [], ["minus_one"],
-                         value=helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1])),
+        constant("minus_one", TensorProto.INT64, [1], [-1]),
         helper.make_node("Concat", ["queries", "minus_one"], ["by_query_shape"], axis=0),
-        helper.make_node("Reshape", ["probs", "by_query_shape"], ["by_query"]),  # (Q, n * W)
+        helper.make_node("Reshape", ["probs", "by_query_shape"], ["by_query"]),
         helper.make_node("MatMul", ["mixing", "by_query"], ["scores"]),
+        # the panoptic and instance queries only
+        helper.make_node("Gather", ["probs", "panoptic_queries"], ["panoptic_probs"], axis=0),
+        helper.make_node("Gather", ["logits", "instance_queries"], ["instance_logits"], axis=0),
+        constant("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_node("Greater", ["instance_logits", "zero"], ["instance_masks"]),
+        helper.make_node("Gather", ["probs", "instance_queries"], ["instance_probs"], axis=0),
+        helper.make_node("Where", ["instance_masks", "instance_probs", "zero"], ["instance_probs_inside"]),
+        constant("pixel_axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_node("ReduceSum", ["instance_probs_inside", "pixel_axes"], ["instance_inside"], keepdims=0),
     ]
     graph = helper.make_graph(
         nodes, "mask2former_postprocess_block",
-        [tensor("rows", ["n", "j"]), tensor("columns", ["Q", "j", "W"]), tensor("mixing", ["K", "Q"])],
-        [tensor("logits", ["Q", "n", "W"]), tensor("probs", ["Q", "n", "W"]), tensor("scores", ["K", "nW"])],
+        [tensor("rows", ["n", "j"]), tensor("columns", ["Q", "j", "W"]), tensor("mixing", ["K", "Q"]),
+         tensor("panoptic_queries", ["P"], TensorProto.INT64), tensor("instance_queries", ["U"], TensorProto.INT64)],
+        [tensor("scores", ["K", "nW"]), tensor("panoptic_probs", ["P", "n", "W"]),
+         tensor("instance_masks", ["U", "n", "W"], TensorProto.BOOL), tensor("instance_inside", ["U"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="mask2former")

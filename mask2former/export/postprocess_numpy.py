@@ -23,9 +23,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 Size = Tuple[int, int]
-# (rows, columns, mixing, scores_out) -> (logits, probs): see dense_block
-DenseBlock = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]],
-                      Tuple[np.ndarray, np.ndarray]]
+# (rows, columns, mixing, panoptic_queries, instance_queries, scores_out) ->
+# (panoptic_probs, instance_masks, instance_inside): see dense_block
+DenseBlock = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray, np.ndarray, Optional[np.ndarray]],
+                      Tuple[np.ndarray, np.ndarray, np.ndarray]]
 # Output rows per block are chosen so that a block's logits of every query take about this
 # many bytes: small enough to stay in the cache, large enough for efficient GEMMs.
 BLOCK_BYTES = 4 << 20
@@ -106,24 +107,34 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def dense_block(
-    rows: np.ndarray, columns: np.ndarray, mixing: Optional[np.ndarray], scores_out: Optional[np.ndarray]
-) -> Tuple[np.ndarray, np.ndarray]:
+    rows: np.ndarray, columns: np.ndarray, mixing: Optional[np.ndarray], panoptic_queries: np.ndarray,
+    instance_queries: np.ndarray, scores_out: Optional[np.ndarray],
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
-    The dense step of one block of output rows.
+    The dense step of one block of output rows: what the semantic, panoptic and instance
+    inference need of its mask logits, and nothing of the other queries.
 
     Args:
         rows: (n, j) weights of the block's rows over the j column-resized rows it reads.
         columns: (Q, j, W) those rows of every query, resized along the columns.
         mixing: (K, Q) class probabilities of the queries, or None (no semantic output).
+        panoptic_queries: (P,) int64 queries the panoptic inference keeps (may be empty).
+        instance_queries: (U,) int64 queries the instance inference keeps (may be empty).
         scores_out: (K, n * W) where the block's semantic scores go (with ``mixing``).
     Returns:
-        logits (Q, n, W) and probs (Q, n, W), their sigmoid: new arrays the caller may keep.
+        panoptic_probs (P, n, W) mask probabilities, instance_masks (U, n, W) bool (logits > 0)
+        and instance_inside (U,) the sum of each one's probabilities inside its mask.
     """
-    logits = np.matmul(rows, columns)
-    probs = sigmoid(logits)
+    logits = np.matmul(rows, columns)  # (Q, n, W)
+    instance_masks = logits[instance_queries] > 0
     if mixing is not None:
+        probs = sigmoid(logits)
         np.matmul(mixing, probs.reshape(len(probs), -1), out=scores_out)
-    return logits, probs
+        panoptic_probs, instance_probs = probs[panoptic_queries], probs[instance_queries]
+    else:  # only the kept queries' probabilities
+        panoptic_probs, instance_probs = sigmoid(logits[panoptic_queries]), sigmoid(logits[instance_queries])
+    instance_inside = np.where(instance_masks, instance_probs, 0).sum((1, 2), dtype=np.float64)
+    return panoptic_probs, instance_masks, instance_inside
 
 
 def resize_plan(
@@ -174,11 +185,11 @@ class PanopticAccumulator:
         self.final_area = np.zeros(len(self.queries), dtype=np.int64)
         self.original_area = np.zeros(len(self.queries), dtype=np.int64)
 
-    def add(self, y0: int, y1: int, probs: np.ndarray) -> None:
-        """probs: (Q, y1 - y0, W) mask probabilities of every query at output rows [y0, y1)."""
+    def add(self, y0: int, y1: int, kept: np.ndarray) -> None:
+        """kept: (P, y1 - y0, W) mask probabilities of the kept queries (``self.queries``) at
+        output rows [y0, y1)."""
         if len(self.queries) == 0:
             return
-        kept = probs[self.queries]  # (P, n, W)
         winner = (kept * self.scores[:, None, None]).argmax(0)  # (n, W), the first of equal maxima
         own = kept >= 0.5
         covers = np.take_along_axis(own, winner[None], 0)[0]
@@ -243,21 +254,15 @@ class InstanceAccumulator:
         self.columns_occupied = np.zeros((count, output_size[1]), dtype=bool)
         self.area = np.zeros(count, dtype=np.int64)
         self.inside = np.zeros(count, dtype=np.float64)
-        self._positive = None
 
-    def add_logits(self, y0: int, y1: int, logits: np.ndarray) -> None:
-        """logits: (Q, y1 - y0, W) mask logits of every query at output rows [y0, y1)."""
-        positive = self.masks[:, y0:y1]  # (U, n, W), written in place
-        np.greater(logits[self.queries], 0, out=positive)
-        self.rows_occupied[:, y0:y1] = positive.any(2)
-        self.columns_occupied |= positive.any(1)
-        self.area += positive.sum((1, 2))
-        self._positive = positive
-
-    def add_probs(self, probs: np.ndarray) -> None:
-        """probs: the sigmoid of the block last given to :meth:`add_logits`."""
-        selected = probs[self.queries]  # (U, n, W)
-        self.inside += (selected * self._positive).sum((1, 2))
+    def add(self, y0: int, y1: int, masks: np.ndarray, inside: np.ndarray) -> None:
+        """masks: (U, y1 - y0, W) bool binary masks (logits > 0) of ``self.queries`` at output
+        rows [y0, y1); inside: (U,) the sum of their probabilities inside those masks."""
+        self.masks[:, y0:y1] = masks
+        self.rows_occupied[:, y0:y1] = masks.any(2)
+        self.columns_occupied |= masks.any(1)
+        self.area += masks.sum((1, 2))
+        self.inside += inside
 
     def result(self) -> Dict[str, np.ndarray]:
         """{"scores": (N,), "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes":
@@ -336,15 +341,17 @@ def postprocess(
         instances = InstanceAccumulator(class_probs, is_thing, settings.test_topk_per_image, size)
     rows, by_column, blocks = resize_plan(mask_pred, padded_size, image_size, size, rows_per_block)
     scores = sem_seg.reshape(len(sem_seg), -1) if sem_seg is not None else None  # (K, H * W)
+    no_query = np.zeros(0, dtype=np.int64)
+    panoptic_queries = panoptic.queries.astype(np.int64) if panoptic is not None else no_query
+    instance_queries = instances.queries.astype(np.int64) if instances is not None else no_query
     for y0, y1, j0, j1 in blocks:
-        logits, probs = dense(rows[y0:y1, j0:j1], by_column[:, j0:j1], mixing,
-                              None if scores is None else scores[:, y0 * size[1] : y1 * size[1]])  # (Q, n, W)
-        if instances is not None:
-            instances.add_logits(y0, y1, logits)
+        panoptic_probs, instance_masks, instance_inside = dense(
+            rows[y0:y1, j0:j1], by_column[:, j0:j1], mixing, panoptic_queries, instance_queries,
+            None if scores is None else scores[:, y0 * size[1] : y1 * size[1]])
         if panoptic is not None:
-            panoptic.add(y0, y1, probs)
+            panoptic.add(y0, y1, panoptic_probs)
         if instances is not None:
-            instances.add_probs(probs)
+            instances.add(y0, y1, instance_masks, instance_inside)
     result = {}
     if sem_seg is not None:
         result["sem_seg"] = sem_seg if size == tuple(output_size) else resize_maps(sem_seg, tuple(output_size))

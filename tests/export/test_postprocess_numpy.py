@@ -127,20 +127,29 @@ def test_extreme_logits_give_probabilities_without_warnings(dense_steps, dense):
 
 
 @pytest.mark.parametrize("with_mixing", [True, False])
-def test_dense_step_graph_computes_what_numpy_does(dense_steps, with_mixing):
-    """The graph's logits, probabilities (also far from 0: relative error, where onnxruntime's
-    own Sigmoid is 1e-7 off in absolute terms) and semantic scores against NumPy's."""
+@pytest.mark.parametrize("panoptic_queries, instance_queries", [([1, 3], [0, 3]), ([], [2]), ([0], [])])
+def test_dense_step_graph_computes_what_numpy_does(dense_steps, with_mixing, panoptic_queries, instance_queries):
+    """The graph's semantic scores, kept queries' probabilities (also far from 0: relative
+    error, where onnxruntime's own Sigmoid is 1e-7 off in absolute terms), binary masks and
+    sums inside them against NumPy's; no query kept gives empty outputs."""
     rng = np.random.default_rng(0)
     rows = rng.random((5, 3), dtype=np.float32)
     columns = (20 * rng.standard_normal((4, 3, 9))).astype(np.float32)
     mixing = rng.random((6, 4), dtype=np.float32) if with_mixing else None
+    queries = np.array(panoptic_queries, dtype=np.int64), np.array(instance_queries, dtype=np.int64)
     scores = {name: np.zeros((6, 5 * 9), np.float32) for name in dense_steps}
-    results = {name: step(rows, columns, mixing, scores[name] if with_mixing else None)
+    results = {name: step(rows, columns, mixing, *queries, scores[name] if with_mixing else None)
                for name, step in dense_steps.items()}
-    (logits, probs), (ort_logits, ort_probs) = results["numpy"], results["onnxruntime"]
-    assert ort_logits.shape == ort_probs.shape == (4, 5, 9)
-    np.testing.assert_allclose(ort_logits, logits, rtol=1e-5, atol=1e-5)
+    (probs, masks, inside), (ort_probs, ort_masks, ort_inside) = results["numpy"], results["onnxruntime"]
+    assert ort_probs.shape == probs.shape == (len(panoptic_queries), 5, 9)
+    assert ort_masks.shape == masks.shape == (len(instance_queries), 5, 9) and ort_masks.dtype == bool
     np.testing.assert_allclose(ort_probs, probs, rtol=1e-5, atol=1e-30)
+    np.testing.assert_array_equal(ort_masks, masks)
+    np.testing.assert_allclose(ort_inside, inside, rtol=1e-5)
+    if len(instance_queries):
+        assert masks.any() and (~masks).any()
+        expected = 1 / (1 + np.exp(-np.matmul(rows, columns)[queries[1]].astype(np.float64)))
+        np.testing.assert_allclose(inside, (expected * masks).sum((1, 2)), rtol=1e-5)
     if with_mixing:
         assert scores["numpy"].any()
         np.testing.assert_allclose(scores["onnxruntime"], scores["numpy"], rtol=1e-5, atol=1e-30)
