@@ -8,9 +8,12 @@ the exported graph. This file is self-contained so that it can be shipped beside
 It computes as :func:`~mask2former.modeling.mask_resize.query_mask_outputs` does: the resize
 chain of the mask logits (to the padded size, crop to the image, to the output size) is one
 banded matrix per axis; the columns are resized once at the logits' few rows, then the rows a
-block at a time. Each block's logits of every query are used while they are in the cache: the
-semantic scores of its rows, the panoptic winner of each of its pixels and the binary masks of
-the few queries the instance output keeps. No (Q, H, W) array is ever built.
+block at a time. Each block's logits of every query are used while they are in the cache by
+its dense step (:func:`dense_block`): the semantic scores of its rows, and the probabilities and
+binary masks of the few queries the panoptic and instance outputs keep; the accumulators then
+take the panoptic winner of each pixel and the instance masks' extents. No (Q, H, W) array is
+ever built. The dense step can be replaced by one that computes the same (``postprocess``'s
+``dense``): demo/onnx_predictor.py runs it with onnxruntime (``postprocess_graph.py``).
 
 ``settings`` is any object with the attributes of
 :class:`~mask2former.modeling.postprocessing.InferenceSettings` (``semantic_on``,
