@@ -6,10 +6,13 @@ onnxruntime, NumPy and OpenCV only (neither torch nor detectron2), and draw its 
     python demo/onnx_predictor.py --model DIR --input a.jpg b.png --output OUTDIR \
         [--task panoptic|instance|semantic] [--min-size N] [--max-size N] [--save-outputs]
 
-DIR is the export folder (DIR/model.onnx, DIR/export_info.json). The post-processing is
+DIR is the export folder (DIR/model.onnx, DIR/export_info.json, and DIR/postprocess.onnx, the
+post-processing's dense step, run with onnxruntime when present). The post-processing is
 ``postprocess_numpy.py``, loaded by path from this script's folder or else from
 mask2former/export/ in this repository: to deploy, ship this script with that one file beside
-it, and DIR; the ``mask2former`` package is not needed.
+it, and DIR; the ``mask2former`` package is not needed. ``cpu_allocator.py`` (from
+mask2former/utils/), beside it or in the repository, makes the command line keep freed memory
+for the next image, as demo/demo.py does on the CPU.
 
 Everything the model needs besides the graph comes from DIR/export_info.json (written by the
 export from the config): each image is read with OpenCV, put in the model's channel order,
@@ -40,6 +43,8 @@ TASKS = ("panoptic", "instance", "semantic")  # richest first: the default is th
 MODEL_FILE, INFO_FILE, POSTPROCESS_FILE = "model.onnx", "export_info.json", "postprocess_numpy.py"
 # the post-processing's dense step as a graph (mask2former/export/postprocess_graph.py), optional
 DENSE_BLOCK_FILE = "postprocess.onnx"
+# optional: glibc settings for many images (mask2former/utils/cpu_allocator.py)
+ALLOCATOR_FILE = "cpu_allocator.py"
 INFO_KEYS = ("input_format", "pixel_mean", "pixel_std", "min_size_test", "max_size_test", "size_divisibility",
              "num_queries", "num_classes", "settings")
 SETTINGS_KEYS = ("semantic_on", "panoptic_on", "instance_on", "object_mask_threshold", "overlap_threshold",
@@ -59,19 +64,39 @@ class UnreadableImage(PredictorError):
     """An input image that cannot be read (the others are still processed)."""
 
 
-def load_postprocess_module():
-    """``postprocess_numpy.py`` from this script's folder or else the repository's
-    mask2former/export/, loaded as a single file (not through the package, whose import needs
-    torch). Never from the model folder: a model downloaded from elsewhere brings no code."""
-    candidates = [os.path.join(HERE, POSTPROCESS_FILE),
-                  os.path.join(os.path.dirname(HERE), "mask2former", "export", POSTPROCESS_FILE)]
+def _load_file(file_name: str, package_folder: str):
+    """The module ``file_name`` from this script's folder or else the repository's
+    mask2former/``package_folder``/, loaded as a single file (not through the package, whose
+    import needs torch), or None. Never from the model folder: a model downloaded from
+    elsewhere brings no code."""
+    candidates = [os.path.join(HERE, file_name),
+                  os.path.join(os.path.dirname(HERE), "mask2former", package_folder, file_name)]
     for path in candidates:
         if os.path.isfile(path):
-            spec = importlib.util.spec_from_file_location("postprocess_numpy", path)
+            spec = importlib.util.spec_from_file_location(os.path.splitext(file_name)[0], path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
-    raise PredictorError(f"{POSTPROCESS_FILE} not found; looked for {', '.join(candidates)}")
+    return None
+
+
+def load_postprocess_module():
+    """``postprocess_numpy.py`` (see :func:`_load_file`)."""
+    module = _load_file(POSTPROCESS_FILE, "export")
+    if module is None:
+        raise PredictorError(f"{POSTPROCESS_FILE} not found beside {__file__} or in the repository's "
+                             "mask2former/export/")
+    return module
+
+
+def keep_freed_memory() -> bool:
+    """What ``demo/demo.py`` does on the CPU: glibc keeps freed memory for the next image, whose
+    outputs (the semantic scores: 567 MB at 800x1333 with 133 classes) then do not start on
+    fresh pages (first-touch page faults cost about 15 % of an 800x1333 image here).
+    ``mask2former/utils/cpu_allocator.py``, beside this script or in the repository, when there
+    is one; MASK2FORMER_KEEP_FREED_MEMORY=0 turns it off."""
+    module = _load_file(ALLOCATOR_FILE, "utils")
+    return bool(module is not None and module.keep_freed_memory())
 
 
 def _pillow_bilinear_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -422,4 +447,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # process-wide: the command line's, not a caller's of main()
     sys.exit(main())

@@ -253,3 +253,13 @@ def test_no_thing_instance_gives_empty_instances():
                         np.array([True, False]))["instances"]
     assert found["scores"].shape == (0,) and found["pred_masks"].shape == (0, 16, 16)
     assert found["pred_boxes"].shape == (0, 4)
+
+
+def test_command_line_keeps_freed_memory_as_the_demo_does(monkeypatch):
+    """The allocator module is found in the repository layout (without torch); its switch turns
+    it off."""
+    script = _load_script()
+    allocator = script._load_file(script.ALLOCATOR_FILE, "utils")
+    assert allocator is not None and allocator.ENV_SWITCH == "MASK2FORMER_KEEP_FREED_MEMORY"
+    monkeypatch.setenv(allocator.ENV_SWITCH, "0")
+    assert script.keep_freed_memory() is False
