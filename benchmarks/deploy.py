@@ -176,13 +176,15 @@ def main() -> None:
         f"- CPU: {cpu_model()}, {args.threads} threads for both (torch.set_num_threads, onnxruntime "
         f"intra_op_num_threads); torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         "opset 17, CPUExecutionProvider, all graph optimisations, sequential execution; NumPy's "
-        "OpenBLAS on at most 2 threads (its build's maximum)",
+        "OpenBLAS on at most 2 threads (its build's maximum); glibc keeps freed memory for reuse in the process "
+        "(`--malloc keep` of the other benchmarks; demo/demo.py and the predictor's command line do the same)",
         f"- `{CONFIG}`, random weights (seed 0; class and mask heads re-scaled by `diversify_heads` so that "
         "queries are confident, of several classes, with different masks), semantic + panoptic + instance "
         "outputs; one random uint8 image per size, at the test size (no resize)",
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
-        "onnxruntime, `postprocess_numpy.postprocess`)",
+        "onnxruntime, `postprocess_numpy.postprocess` with its dense step in onnxruntime from the export's "
+        "`postprocess.onnx`)",
         f"- each figure: median of {args.repeats} runs after one warm-up, both in the same process, "
         "PyTorch, ONNX and the network alone taking turns, one size after the other; load average "
         f"1/5/15 min at the end: {load_average()} "
