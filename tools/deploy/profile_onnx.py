@@ -48,6 +48,8 @@ def profile_run(path: str, height: int, width: int, threads: int) -> List[Dict]:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.enable_profiling = True
+    # as demo/onnx_predictor.py runs the network
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = os.path.join(folder, "profile")
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
