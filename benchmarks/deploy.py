@@ -120,6 +120,17 @@ def compare(expected: Dict, got: Dict) -> str:
             f"classes {'same' if classes else 'DIFFERENT'}, scores within {score_diff:.1e}")
 
 
+def in_float_mode(flush_denormals: bool, fn: Callable, *args) -> Callable[[], object]:
+    """``fn(*args)`` with this thread's denormal mode as each path has it in its own process: the
+    ONNX predictor's session flushes denormals to zero on the thread that creates it (see
+    OnnxPredictor), PyTorch keeps them by default. The mode is per thread; the other threads of
+    each runtime keep their own (onnxruntime's flush, PyTorch's do not)."""
+    def call():
+        torch.set_flush_denormal(flush_denormals)
+        return fn(*args)
+    return call
+
+
 def alternating_median_ms(fns: List[Callable[[], object]], repeats: int) -> List[float]:
     """Median milliseconds of ``repeats`` calls of each of ``fns`` after one warm-up call each,
     the functions taking turns: on a shared machine, a busy spell slows all of them alike."""
@@ -153,9 +164,10 @@ def run(repeats: int, threads: int, sizes=SIZES) -> List[Dict]:
             predictor = predictor_module.OnnxPredictor(model_dir, min(height, width), max(height, width), threads)
             feed = {predictor.session.get_inputs()[0].name: predictor.preprocess(image)}
             torch_ms, onnx_ms, network_ms = alternating_median_ms(
-                [lambda: model(inputs), lambda: predictor(image), lambda: predictor.session.run(None, feed)], repeats)
+                [in_float_mode(False, model, inputs), in_float_mode(True, predictor, image),
+                 in_float_mode(True, predictor.session.run, None, feed)], repeats)
             rows.append({"size": f"{height}x{width}", "torch_ms": torch_ms, "onnx_ms": onnx_ms, "network_ms": network_ms,
-                         "outputs": compare(model(inputs)[0], predictor(image))})
+                         "outputs": compare(in_float_mode(False, model, inputs)()[0], in_float_mode(True, predictor, image)())})
             print(rows[-1], flush=True)
     return rows
 
@@ -184,7 +196,8 @@ def main() -> None:
         "- PyTorch: `MaskFormer([{image, height, width}])` (normalisation, network, its block-wise "
         "post-processing); ONNX: `demo/onnx_predictor.py`'s `OnnxPredictor(image)` (normalisation, "
         "onnxruntime, `postprocess_numpy.postprocess` with its dense step in onnxruntime from the export's "
-        "`postprocess.onnx`)",
+        "`postprocess.onnx`); the calling thread flushes denormals to zero for ONNX (as the predictor sets "
+        "it) and not for PyTorch (its default)",
         f"- each figure: median of {args.repeats} runs after one warm-up, both in the same process, "
         "PyTorch, ONNX and the network alone taking turns, one size after the other; load average "
         f"1/5/15 min at the end: {load_average()} "

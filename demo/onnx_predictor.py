@@ -208,10 +208,15 @@ class OnnxPredictor:
     "panoptic_seg": ((H, W) int32 ids, segments_info), "instances": {"scores": (N,),
     "pred_classes": (N,), "pred_masks": (N, H, W) bool, "pred_boxes": (N, 4) XYXY}}, the outputs
     the export turns on, at the image's (H, W).
+
+    ``flush_denormals`` (default): the network runs with denormal floats flushed to zero, which
+    makes it faster (see ``_session``). onnxruntime sets this mode on its own threads and on the
+    thread that creates the predictor, where it stays: float arithmetic on that thread then
+    treats values below 1.2e-38 as zero. Pass False to keep that thread's mode.
     """
 
     def __init__(self, model_dir: str, min_size: Optional[int] = None, max_size: Optional[int] = None,
-                 threads: int = 0):
+                 threads: int = 0, flush_denormals: bool = True):
         self.model_path = os.path.join(model_dir, MODEL_FILE)
         self.info = self._read_info(os.path.join(model_dir, INFO_FILE))
         self.settings = argparse.Namespace(**self.info["settings"])
@@ -227,7 +232,7 @@ class OnnxPredictor:
         self.postprocess = postprocess_module.postprocess
         if not os.path.isfile(self.model_path):
             raise PredictorError(f"{self.model_path}: no such file")
-        self.session = _session(self.model_path, threads, flush_denormals=True)
+        self.session = _session(self.model_path, threads, flush_denormals)
         self._check_graph()
         # onnxruntime's matrix products and sigmoid are 3x NumPy's here (postprocess_graph.py);
         # an export without the graph gets NumPy's, with the same results
