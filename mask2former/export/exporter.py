@@ -78,7 +78,7 @@ def export_onnx(model: ExportableMaskFormer, sample: torch.Tensor, path: str) ->
     finally:
         if os.path.exists(traced):
             os.remove(traced)
-    postprocess_graph.write_dense_block_graph(os.path.dirname(os.path.abspath(path)))
+    postprocess_graph.write_dense_block_graph(os.path.dirname(os.path.abspath(path)), ONNX_OPSET)
     return path
 
 

@@ -23,14 +23,11 @@ panoptic and instance inference keep come out (as ``dense_block``'s NumPy versio
 import os
 
 FILE_NAME = "postprocess.onnx"
-# the opset of the model export (exporter.ONNX_OPSET): the same runtime runs both
-OPSET = 17
-INPUTS = ("rows", "columns", "mixing", "panoptic_queries", "instance_queries")
-OUTPUTS = ("scores", "panoptic_probs", "instance_masks", "instance_inside")
 
 
-def dense_block_graph():
-    """The ``onnx.ModelProto`` of the block step; every dimension is dynamic."""
+def dense_block_graph(opset: int):
+    """The ``onnx.ModelProto`` of the block step at ``opset`` (the model export's: the same
+    runtime runs both); every dimension is dynamic."""
     from onnx import TensorProto, helper
 
     def tensor(name: str, dims, dtype=TensorProto.FLOAT):
@@ -72,16 +69,16 @@ def dense_block_graph():
         [tensor("scores", ["K", "nW"]), tensor("panoptic_probs", ["P", "n", "W"]),
          tensor("instance_masks", ["U", "n", "W"], TensorProto.BOOL), tensor("instance_inside", ["U"])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="mask2former")
     model.ir_version = 8  # onnxruntime 1.20 reads up to 10; 8 is what opset 17 needs
     return model
 
 
-def write_dense_block_graph(output_dir: str) -> str:
+def write_dense_block_graph(output_dir: str, opset: int) -> str:
     """Writes :func:`dense_block_graph` to ``output_dir/postprocess.onnx``; returns the path."""
     import onnx
 
     path = os.path.join(output_dir, FILE_NAME)
-    onnx.save(dense_block_graph(), path)
+    onnx.save(dense_block_graph(opset), path)
     return path

@@ -13,6 +13,7 @@ import torch
 
 from detectron2.structures import BitMasks
 
+from mask2former.export.exporter import ONNX_OPSET
 from mask2former.export.postprocess_graph import write_dense_block_graph
 from mask2former.export.postprocess_numpy import bilinear_matrix, dense_block, postprocess
 from mask2former.modeling.postprocessing import InferenceSettings, build_mask_postprocessor
@@ -38,7 +39,7 @@ def dense_steps(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("onnx_predictor", os.path.join(REPO, "demo", "onnx_predictor.py"))
     predictor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(predictor)
-    path = write_dense_block_graph(str(tmp_path_factory.mktemp("dense")))
+    path = write_dense_block_graph(str(tmp_path_factory.mktemp("dense")), ONNX_OPSET)
     return {"numpy": dense_block, "onnxruntime": predictor.OnnxDenseBlock(path, threads=1)}
 
 

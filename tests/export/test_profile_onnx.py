@@ -48,7 +48,7 @@ def test_stage_names_follow_the_module_paths():
     assert tool.stage_of("ReorderOutput") == "other (layout changes, graph inputs)"
 
 
-def test_chunked_sampling_counts_once_and_in_the_encoder(tmp_path):
+def test_chunked_sampling_counts_once_and_in_the_encoder(tmp_path, monkeypatch):
     """The Scan of the expanded deformable sampling is counted through its body's nodes (not
     twice), which are named after the traced node and so belong to the encoder stage."""
     from mask2former.export import chunked_gather
@@ -72,12 +72,8 @@ def test_chunked_sampling_counts_once_and_in_the_encoder(tmp_path):
                      numpy_helper.from_array(np.array([rows, 1, gathers * corners], np.int64), "weights_shape")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(chunked_gather.DOMAIN, 1)])
     model.ir_version = 8
-    monkey_chunk = chunked_gather.CHUNK_BYTES
-    try:
-        chunked_gather.CHUNK_BYTES = 16 * 4 * gathers * corners * depth  # chunks of 16 rows: 4 iterations
-        assert chunked_gather.expand_gather_weighted_sums(model) == 1
-    finally:
-        chunked_gather.CHUNK_BYTES = monkey_chunk
+    monkeypatch.setattr(chunked_gather, "CHUNK_BYTES", 16 * 4 * gathers * corners * depth)  # 16 rows: 4 chunks
+    assert chunked_gather.expand_gather_weighted_sums(model) == 1
     path = str(tmp_path / "sampling.onnx")
     onnx.save(model, path)
     tool = load_tool()
