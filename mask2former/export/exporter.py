@@ -30,15 +30,21 @@ def traceable_modules(model: nn.Module) -> Iterator[None]:
     """The exportable variants of ``model``'s modules while the context lasts: every
     ``MSDeformAttn`` on standard operators (a trace made outside it would hold the compiled
     kernel) and the transformer decoder's attention masks as float additive masks (see their
-    ``traceable`` flags)."""
+    ``traceable`` flags). For an ``ExportableMaskFormer``, the encoder's deformable attention
+    also knows what its query counts are multiples of (whole chunks in ONNX, ``chunked_gather``)."""
     layers = [m for m in model.modules() if isinstance(m, (MSDeformAttn, MultiScaleMaskedTransformerDecoder))]
+    query_multiple = model.encoder_query_multiple() if isinstance(model, ExportableMaskFormer) else 0
     for layer in layers:
         layer.traceable = True
+        if isinstance(layer, MSDeformAttn):
+            layer.traced_query_multiple = query_multiple
     try:
         yield
     finally:
         for layer in layers:
             layer.traceable = False
+            if isinstance(layer, MSDeformAttn):
+                layer.traced_query_multiple = 0
 
 
 def _quiet_trace(fn, model: nn.Module, *args, **kwargs):

@@ -89,6 +89,20 @@ class ExportableMaskFormer(nn.Module):
         self.sem_seg_head = model.sem_seg_head
         self.size_divisibility = int(model.size_divisibility)
 
+    def encoder_query_multiple(self) -> int:
+        """
+        A number that divides the deformable encoder's query count for every input: the image
+        is padded to a multiple of the size divisibility ``div``, so a level of stride ``s``
+        that divides ``div`` has (H / s) * (W / s) = (H / div) * (W / div) * (div / s) ** 2
+        pixels, and the query count is (H / div) * (W / div) times the sum of (div / s) ** 2
+        (21 for strides 8, 16, 32 and ``div`` 32). 0 when a stride does not divide ``div``.
+        """
+        strides = getattr(self.sem_seg_head.pixel_decoder, "transformer_feature_strides", None)
+        div = self.size_divisibility
+        if not strides or div < 1 or any(div % s for s in strides):
+            return 0
+        return sum((div // s) ** 2 for s in strides)
+
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:

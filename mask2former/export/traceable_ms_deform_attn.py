@@ -75,7 +75,7 @@ def _per_column(level_values: Tensor, heads: int, points: int) -> Tensor:
 
 def ms_deform_attn_traceable(
     value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-    sampling_locations: Tensor, attention_weights: Tensor,
+    sampling_locations: Tensor, attention_weights: Tensor, query_multiple: int = 0,
 ) -> Tensor:
     """
     Bilinear sampling of every level (``align_corners=False``, zero padding: the kernels'
@@ -87,6 +87,8 @@ def ms_deform_attn_traceable(
         level_start_index: (L,) start of each level in S.
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y) in [0, 1].
         attention_weights: (N, Lq, M, L, P).
+        query_multiple: Lq is a multiple of this for every input of the traced graph (0: not
+            known); lets the ONNX export's chunked sampling do without padding.
     Returns:
         (N, Lq, M * D)
     """
@@ -122,5 +124,6 @@ def ms_deform_attn_traceable(
     upper_right, lower_right = upper * fx, lower * fx
     weights = torch.stack((upper - upper_right, upper_right, lower - lower_right, lower_right), -1)
     # (N*Lq*M, 1, L*P*4) @ the (N*Lq*M, L*P*4, D) samples: in chunks when exported to ONNX
-    output = gather_weighted_sum(quads, index.view(n * lq * m, -1), weights.view(n * lq * m, 1, -1), d)
+    output = gather_weighted_sum(quads, index.view(n * lq * m, -1), weights.view(n * lq * m, 1, -1), d,
+                                 rows_multiple=m * query_multiple)
     return output.view(n, lq, m * d)

@@ -74,6 +74,19 @@ def test_onnx_graph_has_standard_operators_only(outputs):
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
     # the deformable attention as Gather + MatMul: onnxruntime's GridSample is slow
     assert "GridSample" not in {node.op_type for node in graph.node}
+    # in whole chunks: the padded image has 21 * (H / 32) * (W / 32) encoder queries
+    sampling = [node.op_type for node in graph.node if "GatherWeightedSum" in node.name]
+    assert "Scan" in sampling and "Pad" not in sampling
+
+
+def test_encoder_query_multiple_follows_padding_and_strides():
+    model, _ = tiny_model(next(iter(official_state_dicts())))
+    exportable = ExportableMaskFormer(model)
+    assert exportable.encoder_query_multiple() == 16 + 4 + 1  # strides 8, 16, 32 of a multiple of 32
+    exportable.size_divisibility = 64
+    assert exportable.encoder_query_multiple() == 64 + 16 + 4
+    exportable.size_divisibility = 16  # the stride-32 level's size is not H / 32
+    assert exportable.encoder_query_multiple() == 0
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -47,14 +47,14 @@ def test_points_on_and_far_outside_the_border():
                                rtol=0, atol=1e-6)
 
 
-def _export_op(path: str, inputs) -> None:
+def _export_op(path: str, inputs, query_multiple: int = 0) -> None:
     """The op alone, exported as the exporter does: traced with its custom sampling node, which
     is then expanded into standard operators."""
     import onnx
 
     class Op(torch.nn.Module):
         def forward(self, *inputs):
-            return ms_deform_attn_traceable(*inputs)
+            return ms_deform_attn_traceable(*inputs, query_multiple=query_multiple)
 
     torch.onnx.export(Op(), inputs, path, opset_version=17, input_names=NAMES, custom_opsets={chunked_gather.DOMAIN: 1},
                       dynamic_axes={"value": {1: "s"}, "sampling_locations": {1: "q"}, "attention_weights": {1: "q"}})
@@ -102,3 +102,36 @@ def test_chunked_sampling_covers_every_query_with_any_remainder(tmp_path, monkey
     weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
     expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
     torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("queries", [3, 6, 9, 12, 18])
+def test_whole_chunks_when_the_query_count_is_a_known_multiple(tmp_path, monkeypatch, queries):
+    """Query counts known to be multiples of 3, so query-head pairs multiples of M * 3 = 6, and
+    room for chunks of 1, 2 or 3 such multiples: the graph only reshapes (no Pad, no Slice) and
+    picks at run time a chunk that divides the pairs (12 to 72 pairs: 2, 4, 6, 8 or 12
+    multiples of 6); the results equal the reference."""
+    import onnx
+
+    samples = 3 * P * 4
+    monkeypatch.setattr(chunked_gather, "MAX_CHUNK_BYTES", 3 * M * 3 * 4 * samples * D)
+    assert chunked_gather._whole_chunk_multiples(M * 3, samples, D) == [3, 2, 1]
+    path = str(tmp_path / "op.onnx")
+    inputs = random_inputs([(6, 8), (3, 4), (2, 2)])
+    _export_op(path, inputs, query_multiple=3)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    sampling = {node.op_type for node in model.graph.node if "GatherWeightedSum" in node.name}
+    assert "Scan" in sampling and not {"Pad", "Slice"} & sampling
+    value, shapes, starts, _, _ = random_inputs([(5, 7), (3, 3), (1, 2)], seed=2)
+    g = torch.Generator().manual_seed(3)
+    locations = torch.rand(N, queries, M, 3, P, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
+    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+    torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
+
+
+def test_padded_chunks_when_a_multiple_is_too_large(monkeypatch):
+    """A known multiple whose rows alone exceed MAX_CHUNK_BYTES falls back to padded chunks."""
+    monkeypatch.setattr(chunked_gather, "MAX_CHUNK_BYTES", 1000)
+    assert chunked_gather._whole_chunk_multiples(8, 48, 32) == []
+    assert chunked_gather._whole_chunk_multiples(0, 48, 32) == []

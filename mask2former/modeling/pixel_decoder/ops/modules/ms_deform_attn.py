@@ -27,6 +27,9 @@ class MSDeformAttn(nn.Module):
     # True while a model is exported (mask2former.export): the compiled kernel is opaque to a
     # tracer, so the exported graph gets standard operators with dynamic level sizes instead.
     traceable = False
+    # While traced: the query count of every input the traced graph will get is a multiple of
+    # this (0: not known); the export sets it from the image padding (see ms_deform_attn_traceable).
+    traced_query_multiple = 0
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -153,6 +156,9 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + sampling_offsets / n_p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
-        attend = ms_deform_attn_traceable if self.traceable else ms_deform_attn
-        output = attend(value, *tables, sampling_locations, attention_weights)
+        if self.traceable:
+            output = ms_deform_attn_traceable(value, *tables, sampling_locations, attention_weights,
+                                              query_multiple=self.traced_query_multiple)
+        else:
+            output = ms_deform_attn(value, *tables, sampling_locations, attention_weights)
         return self.output_proj(output)
