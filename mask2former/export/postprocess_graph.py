@@ -37,11 +37,13 @@ def dense_block_graph(opset: int):
         return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, dtype, dims, values))
 
     nodes = [
-        helper.make_node("MatMul", ["rows", "columns"], ["logits"]),  # (n, j) @ (Q, j, W): (Q, n, W)
+        # -logits, (n, j) @ (Q, j, W): (Q, n, W); negating the few rows rather than the logits
+        # saves a pass over them (negation is exact: the same values as negating after)
+        helper.make_node("Neg", ["rows"], ["minus_rows"]),
+        helper.make_node("MatMul", ["minus_rows", "columns"], ["minus_logits"]),
         # 1 / (1 + exp(-x)), not Sigmoid: onnxruntime's Sigmoid is a rational approximation
         # whose error (about 1e-7) is larger than the probabilities far outside every mask, where
         # the semantic argmax then differs; its Exp keeps the relative error small
-        helper.make_node("Neg", ["logits"], ["minus_logits"]),
         helper.make_node("Exp", ["minus_logits"], ["exp_minus_logits"]),
         constant("one", TensorProto.FLOAT, [], [1.0]),
         helper.make_node("Add", ["exp_minus_logits", "one"], ["denominator"]),
@@ -54,11 +56,14 @@ def dense_block_graph(opset: int):
         helper.make_node("MatMul", ["mixing", "by_query"], ["scores"]),
         # the panoptic and instance queries only
         helper.make_node("Gather", ["probs", "panoptic_queries"], ["panoptic_probs"], axis=0),
-        helper.make_node("Gather", ["logits", "instance_queries"], ["instance_logits"], axis=0),
+        helper.make_node("Gather", ["minus_logits", "instance_queries"], ["instance_minus_logits"], axis=0),
         constant("zero", TensorProto.FLOAT, [], [0.0]),
-        helper.make_node("Greater", ["instance_logits", "zero"], ["instance_masks"]),
+        helper.make_node("Less", ["instance_minus_logits", "zero"], ["instance_masks"]),  # logits > 0
         helper.make_node("Gather", ["probs", "instance_queries"], ["instance_probs"], axis=0),
-        helper.make_node("Where", ["instance_masks", "instance_probs", "zero"], ["instance_probs_inside"]),
+        # probs * mask, not Where(mask, probs, 0): the same values, and onnxruntime's Where with a
+        # broadcast scalar took half of the block's time (2.4 of 5 ms for 50 queries at 7x1333)
+        helper.make_node("Cast", ["instance_masks"], ["instance_masks_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["instance_probs", "instance_masks_float"], ["instance_probs_inside"]),
         constant("pixel_axes", TensorProto.INT64, [2], [1, 2]),
         helper.make_node("ReduceSum", ["instance_probs_inside", "pixel_axes"], ["instance_inside"], keepdims=0),
     ]

@@ -57,7 +57,10 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 def resize_chain_matrix(size: int, padded: int, crop: int, out: int) -> np.ndarray:
     """(out, size): resize ``size`` -> ``padded``, keep the first ``crop``, resize to ``out``
     (detectron2's ``sem_seg_postprocess`` after the resize to the padded size), per axis."""
-    return bilinear_matrix(crop, out) @ bilinear_matrix(size, padded)[:crop]
+    to_padded = bilinear_matrix(size, padded)[:crop]
+    if crop == out:  # the identity's product, without its (out, out, size) multiply-adds
+        return np.ascontiguousarray(to_padded)
+    return bilinear_matrix(crop, out) @ to_padded
 
 
 def resize_bands(matrix: np.ndarray, block: int) -> List[Tuple[int, int, int, int]]:
