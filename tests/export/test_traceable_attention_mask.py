@@ -5,6 +5,7 @@ from detectron2.modeling import build_model
 from mask2former.export.exporter import traceable_modules
 from mask2former.modeling.pixel_decoder.ops.modules import MSDeformAttn
 from mask2former.modeling.transformer_decoder import mask2former_transformer_decoder as decoder_module
+from mask2former.modeling.transformer_decoder.layers import CrossAttentionLayer
 from model_utils import load_cfg, tiny_opts
 
 HEADS = 2
@@ -21,23 +22,29 @@ def additive_attention_mask(logits, heads):
     return decoder_module.attention_mask_from_logits(logits, heads, additive=True)
 
 
-def test_additive_mask_is_zero_where_attended_and_minus_inf_elsewhere():
+def test_additive_mask_is_zero_where_attended_and_lowest_elsewhere_once_per_image():
     logits = logits_with_an_empty_query()
     blocked = decoder_module.attention_mask_from_logits(logits, HEADS)
     additive = additive_attention_mask(logits, HEADS)
-    assert additive.shape == blocked.shape == (2 * HEADS, 3, 20) and additive.dtype == torch.float32
-    assert torch.equal(additive == float("-inf"), blocked)
-    assert torch.equal(additive[~blocked], torch.zeros(int((~blocked).sum())))
+    assert blocked.shape == (2 * HEADS, 3, 20)
+    assert additive.shape == (2, 1, 3, 20) and additive.dtype == torch.float32
+    per_head = additive.expand(2, HEADS, 3, 20).flatten(0, 1)
+    assert torch.equal(per_head == torch.finfo(torch.float32).min, blocked)
+    assert torch.equal(per_head[~blocked], torch.zeros(int((~blocked).sum())))
     assert not blocked[HEADS - 1, 1].any() and not blocked[HEADS, 2, :2].any()
 
 
-def test_attention_gives_the_same_output_with_either_mask():
+def test_cross_attention_gives_the_same_output_with_either_mask():
+    """nn.MultiheadAttention with the boolean per-head mask, and the exported graphs' attention
+    with the additive mask broadcast over the heads."""
     torch.manual_seed(0)
-    attention = torch.nn.MultiheadAttention(8, HEADS).eval()
+    layer = CrossAttentionLayer(8, HEADS).eval()
     query, memory = torch.randn(3, 2, 8), torch.randn(20, 2, 8)
+    pos, query_pos = torch.randn(20, 2, 8), torch.randn(3, 2, 8)
     logits = logits_with_an_empty_query()
-    expected = attention(query, memory, memory, attn_mask=decoder_module.attention_mask_from_logits(logits, HEADS))[0]
-    got = attention(query, memory, memory, attn_mask=additive_attention_mask(logits, HEADS))[0]
+    expected = layer(query, memory, decoder_module.attention_mask_from_logits(logits, HEADS), pos=pos,
+                     query_pos=query_pos)
+    got = layer(query, memory, additive_attention_mask(logits, HEADS), pos=pos, query_pos=query_pos)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 

@@ -77,7 +77,13 @@ def cross_attention(
     key_padding_mask: Optional[Tensor],
 ) -> Tensor:
     """Attention from x (Q, B, C) to memory (HW, B, C); ``pos`` is the memory's embedding (keys
-    only), ``query_pos`` the queries'."""
+    only), ``query_pos`` the queries'. A 4-D ``attn_mask`` is additive and broadcast over the
+    heads (:func:`attention_with_head_broadcast_mask`)."""
+    if attn_mask is not None and attn_mask.dim() == 4:
+        if key_padding_mask is not None:
+            raise ValueError("a head-broadcast attention mask is used without a key padding mask")
+        return attention_with_head_broadcast_mask(
+            attn, with_pos_embed(x, query_pos), with_pos_embed(memory, pos), memory, attn_mask)
     return attn(
         query=with_pos_embed(x, query_pos),
         key=with_pos_embed(memory, pos),
@@ -85,6 +91,37 @@ def cross_attention(
         attn_mask=attn_mask,
         key_padding_mask=key_padding_mask,
     )[0]
+
+
+def attention_with_head_broadcast_mask(
+    attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor
+) -> Tensor:
+    """
+    ``attn(query, key, value, attn_mask=...)[0]`` (no dropout) for an additive float mask of one
+    row per image, broadcast over the heads, which ``nn.MultiheadAttention`` does not take: its
+    3-D masks have a row per (image, head), which an exported graph materialises.
+
+    Args:
+        query: (L, B, E); key, value: (S, B, E).
+        attn_mask: (B, 1, L, S) float, added to every head's scores.
+    Returns:
+        (L, B, E)
+    """
+    length, batch, embed = query.shape
+    heads = attn.num_heads
+    head_dim = embed // heads
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+
+    def split_heads(x: Tensor) -> Tensor:  # (T, B, E) -> (B, heads, T, head_dim)
+        return x.reshape(x.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3)
+
+    q = split_heads(F.linear(query, w_q, b_q)) * head_dim ** -0.5
+    k = split_heads(F.linear(key, w_k, b_k))
+    v = split_heads(F.linear(value, w_v, b_v))
+    weights = torch.softmax(attn_mask + q @ k.transpose(-2, -1), dim=-1)  # (B, heads, L, S)
+    out = (weights @ v).permute(2, 0, 1, 3).reshape(length, batch, embed)
+    return attn.out_proj(out)
 
 
 def feed_forward(linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear, x: Tensor) -> Tensor:
@@ -153,7 +190,8 @@ class CrossAttentionLayer(nn.Module):
         Args:
             tgt: (Q, B, C) queries.
             memory: (HW, B, C) flattened image features.
-            memory_mask: (B*nhead, Q, HW) or (Q, HW) bool, True = query does not attend there.
+            memory_mask: (B*nhead, Q, HW) or (Q, HW) bool, True = query does not attend there,
+                or (B, 1, Q, HW) additive floats, the same for every head.
             memory_key_padding_mask: (B, HW) bool, True = padded pixel.
             pos: (HW, B, C) positional embedding of the memory (added to keys only).
             query_pos: (Q, B, C) positional embedding of the queries.
