@@ -92,22 +92,46 @@ def ms_deform_attn_traceable(
     Returns:
         (N, Lq, M * D)
     """
+    n, lq, m, num_levels, num_points, _ = sampling_locations.shape
+    # pixel coordinates, pixel centres at integers: (N, Lq, M*L*P) each
+    sizes = _per_column(spatial_shapes.flip(1).to(value.dtype), m, num_points)  # (W, H) per column
+    x, y = (sampling_locations.reshape(n, lq, -1) * sizes - 0.5).view(n, lq, -1, 2).unbind(-1)
+    return sample_at_pixels(value, spatial_shapes, level_start_index, x, y,
+                            attention_weights.reshape(n, lq, -1), num_points, query_multiple)
+
+
+def sample_at_pixels(
+    value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, x: Tensor, y: Tensor,
+    attention: Tensor, num_points: int, query_multiple: int = 0,
+) -> Tensor:
+    """
+    :func:`ms_deform_attn_traceable` from the sampling points' pixel coordinates.
+
+    Args:
+        value, spatial_shapes, level_start_index, query_multiple: as
+            :func:`ms_deform_attn_traceable`.
+        x, y: (N, Lq, M*L*P) pixel coordinates of the points (pixel centres at integers: a
+            normalised location times the level's size, minus 0.5), in (head, level, point) order.
+        attention: (N, Lq, M*L*P) the points' attention weights, in the same order.
+        num_points: P.
+    Returns:
+        (N, Lq, M * D)
+    """
     n, _, m, d = value.shape
-    _, lq, _, _, num_points, _ = sampling_locations.shape
+    lq = x.shape[1]
     dtype = value.dtype
     quads = _quad_table(value, spatial_shapes, level_start_index)
-    widths = spatial_shapes[:, 1]
-    padded_sizes = (spatial_shapes[:, 0] + 2) * (widths + 2)
+    heights, widths = spatial_shapes[:, 0], spatial_shapes[:, 1]
+    padded_sizes = (heights + 2) * (widths + 2)
     quad_starts = padded_sizes.cumsum(0) - padded_sizes
-    columns = sampling_locations.shape[2:5].numel()  # M*L*P
+    columns = x.shape[-1]  # M*L*P
 
-    # pixel coordinates (pixel centres at integers), clamped to the padding's first pixel
-    # outside the map, which gives the same (zero) sample as any point farther out: (N, Lq, M*L*P*2)
-    sizes = _per_column(spatial_shapes.flip(1).to(dtype), m, num_points)  # (W, H) per column
-    xy = torch.min((sampling_locations.reshape(n, lq, -1) * sizes - 0.5).clamp(min=-1.0), sizes)
-    corner = xy.floor()
-    fx, fy = (xy - corner).view(n, lq, columns, 2).unbind(-1)
-    cx, cy = corner.view(n, lq, columns, 2).unbind(-1)
+    # clamped to the padding's first pixel outside the map, which gives the same (zero) sample
+    # as any point farther out
+    x = torch.min(x.clamp(min=-1.0), _per_column(widths.to(dtype), m, num_points))
+    y = torch.min(y.clamp(min=-1.0), _per_column(heights.to(dtype), m, num_points))
+    cx, cy = x.floor(), y.floor()
+    fx, fy = x - cx, y - cy
 
     # the point's row in the table: ((n * R + quad start + (cy + 1) * (W + 2) + cx + 1) * M + head
     heads = torch.arange(m, dtype=dtype, device=value.device)[:, None].expand(m, columns // m).reshape(-1)
@@ -118,7 +142,6 @@ def ms_deform_attn_traceable(
 
     # bilinear weights (1 - distance along each axis) times the attention weights, in the
     # table's corner order: (N, Lq, M*L*P, 4)
-    attention = attention_weights.reshape(n, lq, columns)
     lower = attention * fy
     upper = attention - lower
     upper_right, lower_right = upper * fx, lower * fx

@@ -135,3 +135,25 @@ def test_padded_chunks_when_a_multiple_is_too_large(monkeypatch):
     monkeypatch.setattr(chunked_gather, "MAX_CHUNK_BYTES", 1000)
     assert chunked_gather._whole_chunk_multiples(8, 48, 32) == []
     assert chunked_gather._whole_chunk_multiples(0, 48, 32) == []
+
+
+def test_module_traced_from_offsets_equals_the_kernel_path():
+    """MSDeformAttn while traceable computes the points' pixel coordinates from the offsets
+    directly (reference * size - 0.5 + offset); its output equals the compiled kernel's path,
+    reference points inside and outside the maps included."""
+    from mask2former.modeling.pixel_decoder.ops.modules import MSDeformAttn
+
+    torch.manual_seed(0)
+    attention = MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=3).eval()
+    with torch.no_grad():
+        attention.sampling_offsets.weight.normal_(0, 0.5)  # offsets of a few pixels
+        attention.sampling_offsets.bias.normal_(0, 2.0)
+    shapes = torch.tensor([(6, 8), (3, 4), (2, 2)])
+    starts = torch.cat((shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]))
+    query, value = torch.randn(2, 7, 32), torch.randn(2, int(shapes.prod(1).sum()), 32)
+    references = torch.rand(2, 7, 3, 2) * 1.4 - 0.2
+    with torch.no_grad():
+        expected = attention(query, references, value, shapes, starts)
+        attention.traceable = True
+        got = attention(query, references, value, shapes, starts)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
