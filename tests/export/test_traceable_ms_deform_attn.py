@@ -88,6 +88,16 @@ def test_onnx_graph_gathers_instead_of_grid_sample(tmp_path):
     torch.testing.assert_close(_run_onnx(path, other), expected, rtol=0, atol=1e-5)
 
 
+def _assert_equals_reference_with(path: str, queries: int) -> None:
+    """The exported op at another feature size with ``queries`` queries equals the reference."""
+    value, shapes, starts, _, _ = random_inputs([(5, 7), (3, 3), (1, 2)], seed=2)
+    g = torch.Generator().manual_seed(3)
+    locations = torch.rand(N, queries, M, 3, P, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
+    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+    torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("queries", [1, 3, 4, 5, 9])
 def test_chunked_sampling_covers_every_query_with_any_remainder(tmp_path, monkeypatch, queries):
     """Chunks of 5 query-head pairs (N * M = 4 pairs per query here): 4, 12, 16, 20 and 36 pairs,
@@ -96,12 +106,7 @@ def test_chunked_sampling_covers_every_query_with_any_remainder(tmp_path, monkey
     monkeypatch.setattr(chunked_gather, "CHUNK_BYTES", 5 * 4 * samples * D)
     path = str(tmp_path / "op.onnx")
     _export_op(path, random_inputs([(6, 8), (3, 4), (2, 2)]))
-    value, shapes, starts, locations, weights = random_inputs([(5, 7), (3, 3), (1, 2)], seed=2)
-    g = torch.Generator().manual_seed(3)
-    locations = torch.rand(N, queries, M, 3, P, 2, generator=g) * 1.2 - 0.1
-    weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
-    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
-    torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
+    _assert_equals_reference_with(path, queries)
 
 
 @pytest.mark.parametrize("queries", [3, 6, 9, 12, 18])
@@ -122,12 +127,7 @@ def test_whole_chunks_when_the_query_count_is_a_known_multiple(tmp_path, monkeyp
     onnx.checker.check_model(model)
     sampling = {node.op_type for node in model.graph.node if "GatherWeightedSum" in node.name}
     assert "Scan" in sampling and not {"Pad", "Slice"} & sampling
-    value, shapes, starts, _, _ = random_inputs([(5, 7), (3, 3), (1, 2)], seed=2)
-    g = torch.Generator().manual_seed(3)
-    locations = torch.rand(N, queries, M, 3, P, 2, generator=g) * 1.2 - 0.1
-    weights = torch.rand(N, queries, M, 3, P, generator=g).softmax(-1)
-    expected = ms_deform_attn_core_pytorch(value, shapes, locations, weights)
-    torch.testing.assert_close(_run_onnx(path, (value, shapes, starts, locations, weights)), expected, rtol=0, atol=1e-5)
+    _assert_equals_reference_with(path, queries)
 
 
 def test_padded_chunks_when_a_multiple_is_too_large(monkeypatch):
