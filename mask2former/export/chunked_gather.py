@@ -14,7 +14,8 @@ took 23 ms, 33 ms in chunks of 64, 36 ms in chunks of 1024).
 How: while exporting, :func:`gather_weighted_sum` appears in the traced graph as one node
 ``mask2former::GatherWeightedSum`` (an autograd ``Function`` with a ``symbolic``), which
 :func:`expand_gather_weighted_sums` then replaces by standard operators (``Pad``, ``Scan``,
-``Gather``, ``Reshape``, ``MatMul``, ``Slice``), so that the written file needs no custom op.
+``Gather``, ``Reshape``, ``MatMul``, ``Slice``; for whole chunks, below, no ``Pad`` or ``Slice``
+and a few scalar ops that pick the chunk), so that the written file needs no custom op.
 Outside an ONNX export (eager PyTorch, TorchScript tracing) it is the plain ``Gather`` and
 ``MatMul``.
 
@@ -24,8 +25,8 @@ queries of 8 heads, so a multiple of 168 rows), the chunk is chosen at run time 
 multiple of it, up to ``MAX_CHUNK_BYTES``, that divides the row count, and the index and weights
 are only reshaped. The ``Pad`` of the weights and the ``Slice`` of the output cost 23 ms per
 encoder layer of the R50 model at 800x1344 (2 threads); chunks of 336 rows (2 MB) took the
-sampling from 480 to 410 ms over the six layers (profiles, two runs each), chunks of 168 rows
-(1 MB) 456-482 ms and of 504 rows (3 MB) 444-463 ms.
+sampling from 470-483 to 394-429 ms over the six layers (profiles, two runs each); chunks of 168
+rows (1 MB) took 456-482 ms and of 504 rows (3 MB) 444-463 ms.
 """
 from typing import List
 
