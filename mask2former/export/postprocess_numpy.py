@@ -59,7 +59,7 @@ def resize_chain_matrix(size: int, padded: int, crop: int, out: int) -> np.ndarr
     (detectron2's ``sem_seg_postprocess`` after the resize to the padded size), per axis."""
     to_padded = bilinear_matrix(size, padded)[:crop]
     if crop == out:  # the identity's product, without its (out, out, size) multiply-adds
-        return np.ascontiguousarray(to_padded)
+        return to_padded  # leading rows of a fresh matrix: contiguous, the caller's own
     return bilinear_matrix(crop, out) @ to_padded
 
 
