@@ -154,7 +154,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from train_net import Trainer
 
     torch.set_num_threads(args.threads)
-    root = args.root or tempfile.mkdtemp(prefix="eval_bench_")
+    # generated images and the evaluations' outputs; removed when the script ends
+    scratch = tempfile.TemporaryDirectory(prefix="eval_bench_")
+    root = args.root or scratch.name
     ensure_synthetic_dataset(root, num_train=1, num_val=args.num_val)
     register_all_synthetic(root, prefix="bench")
     cfg = build_cfg(args.config, [])
@@ -175,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     best: Dict[str, Dict] = {}
     for _ in range(args.rounds):
         for name, opts in settings.items():
-            run = timed_evaluation(build_cfg(args.config, opts), model, dataset, tempfile.mkdtemp())
+            run = timed_evaluation(build_cfg(args.config, opts), model, dataset, tempfile.mkdtemp(dir=scratch.name))
             print(name, f"{run['images'] / run['times']['total']:.2f} images/s", flush=True)
             if name not in best or run["times"]["total"] < best[name]["times"]["total"]:
                 best[name] = run
