@@ -15,6 +15,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from ..transformer_decoder.mask2former_transformer_decoder import NUM_MULTI_SCALE_LEVELS
 from ..transformer_decoder.layers import run_layer
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from ..recompute import CheapRecompute
 from .fpn import add_fpn_levels
 from .ops.modules import MSDeformAttn
 
@@ -61,6 +62,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         padding_mask: Optional[torch.Tensor] = None,
+        recompute: Optional[CheapRecompute] = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -68,18 +70,22 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
             reference_points: (B, S, L, 2) normalized (x, y) of every query on every level.
             spatial_shapes: (L, 2) int64 (H, W) of each level; level_start_index: (L,).
             padding_mask: (B, S) True at padded positions, or None.
+            recompute: the encoder's open :class:`CheapRecompute`: the query and the norms'
+                outputs are then remade in backward instead of kept (3 of the 12 (B, S, C)
+                tensors a layer keeps). None: computed and kept as usual.
         """
+        recompute = recompute if recompute is not None else CheapRecompute(enabled=False)
         src2 = self.self_attn(
-            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
+            recompute.add(src, pos), reference_points, src, spatial_shapes, level_start_index, padding_mask
         )
-        src = self.norm1(src + self.dropout1(src2))
+        src = recompute.layer_norm(self.norm1, src + self.dropout1(src2))
         # In place only without autograd (saves allocating a (B, S, d_ffn) tensor): on the view
         # that linear returns, autograd would record an in-place op on a view, whose backward
         # zero-fills and copies the whole (B, S, d_ffn) gradient twice more; out of place, the
         # graph keeps the same one tensor (the ReLU's output).
         hidden = F.relu(self.linear1(src), inplace=not torch.is_grad_enabled())
         src2 = self.linear2(self.dropout2(hidden))
-        return self.norm2(src + self.dropout3(src2))
+        return recompute.layer_norm(self.norm2, src + self.dropout3(src2))
 
 
 class MSDeformAttnTransformerEncoder(nn.Module):
@@ -128,11 +134,16 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     ) -> torch.Tensor:
         output = src
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
-        for layer in self.layers:
-            output = run_layer(
-                layer, output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
-                checkpointed=self.activation_checkpointing,
-            )
+        # checkpointed layers keep nothing inside; a traced graph has no backward
+        cheap_recompute = CheapRecompute(
+            enabled=torch.is_grad_enabled() and not self.activation_checkpointing and not torch.jit.is_tracing()
+        )
+        with cheap_recompute:
+            for layer in self.layers:
+                output = run_layer(
+                    layer, output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                    cheap_recompute, checkpointed=self.activation_checkpointing,
+                )
         return output
 
 

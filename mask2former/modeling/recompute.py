@@ -1,0 +1,145 @@
+"""
+Tensors that autograd need not keep for backward because they are cheap to remake there.
+
+A layer norm's output is kept by the linear layer that reads it, although the norm itself already
+keeps its input; ``src + pos`` is kept by the projections that read it, although ``src`` and ``pos``
+are alive anyway. :class:`CheapRecompute` makes such tensors with a recipe and, while it is open,
+has autograd keep the recipe instead of the tensor (``torch.autograd.graph.saved_tensors_hooks``);
+the backward that needs the tensor remakes it. The remade tensor is bitwise the one the forward
+made (the same op on the same, unmodified operands), so losses and gradients do not change; the
+cost is one more elementwise pass per use in backward.
+"""
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class _Recipe:
+    """How to remake one tensor: ``fn(*args)``, where an argument may itself be a recipe."""
+
+    __slots__ = ("fn", "args", "versions", "meta")
+
+    def __init__(self, fn: Callable[..., Tensor], args: Sequence, out: Tensor):
+        self.fn = fn
+        self.args = tuple(args)
+        # autograd raises when a kept tensor was modified in place; so does the remake
+        self.versions = [(a, a._version) for a in self.args if isinstance(a, Tensor)]
+        self.meta = (out.shape, out.stride(), out.dtype, out.device)
+
+    def make(self) -> Tensor:
+        for tensor, version in self.versions:
+            if tensor._version != version:
+                raise RuntimeError(
+                    "a tensor needed to recompute a kept activation was modified in place after "
+                    f"the forward (version {version} -> {tensor._version}, shape {tuple(tensor.shape)})"
+                )
+        with torch.no_grad():
+            out = self.fn(*(a.make() if isinstance(a, _Recipe) else a for a in self.args))
+        if (out.shape, out.stride(), out.dtype, out.device) != self.meta:
+            raise RuntimeError(f"recomputed activation {tuple(out.shape)} differs in layout from the forward's")
+        return out
+
+
+class _Packed:
+    """What autograd keeps instead of a view of a recipe's tensor: the recipe and the view."""
+
+    __slots__ = ("recipe", "view")
+
+    def __init__(self, recipe: _Recipe, view: Tuple):
+        self.recipe = recipe
+        self.view = view
+
+    def unpack(self) -> Tensor:
+        if torch.is_grad_enabled():
+            # a remade tensor has no autograd history: a second-order backward through it
+            # would silently miss terms
+            raise RuntimeError("double backward (create_graph=True) through recomputed activations is not supported")
+        return self.recipe.make().as_strided(*self.view)
+
+
+class CheapRecompute:
+    """
+    A context for one forward pass. ``add`` and ``layer_norm`` compute as usual; while the context
+    is open (and ``enabled``), autograd keeps their recipe, not their output, wherever it saves the
+    output or a view of it for backward.
+
+    The outputs made are held until the context exits: kept tensors are recognised by their
+    storage, whose memory must not pass to another tensor while the hooks are active. Disabled
+    (no autograd, activation checkpointing, tracing) it is a plain call of the op.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        # storage address -> (the made tensor, its version when made, its recipe)
+        self._made: Dict[int, Tuple[Tensor, int, _Recipe]] = {}
+        self._hooks: Optional[torch.autograd.graph.saved_tensors_hooks] = None
+
+    def __enter__(self) -> "CheapRecompute":
+        if self.enabled:
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+            self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hooks is not None:
+            self._hooks.__exit__(*exc)
+            self._hooks = None
+        self._made.clear()
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        """``a + b``."""
+        return self._made_by(torch.add, a, b)
+
+    def layer_norm(self, norm: nn.LayerNorm, x: Tensor) -> Tensor:
+        """``norm(x)``; remade with ``F.layer_norm`` and the module's parameters (module hooks
+        do not run again in backward)."""
+        out = norm(x)
+        if self._hooks is not None:
+            self._register(out, _LayerNormOf(norm), (x, norm.weight, norm.bias))
+        return out
+
+    def _made_by(self, fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+        out = fn(*args)
+        if self._hooks is not None:
+            self._register(out, fn, args)
+        return out
+
+    def _register(self, out: Tensor, fn: Callable[..., Tensor], args: Sequence) -> None:
+        # an argument that is itself a made tensor enters the recipe as its own recipe, so
+        # that the recipe does not hold its memory
+        args = [self._recipe_of(a) if self._recipe_of(a) is not None else a for a in args]
+        self._made[out.untyped_storage().data_ptr()] = (out, out._version, _Recipe(fn, args, out))
+
+    def _recipe_of(self, t) -> Optional[_Recipe]:
+        entry = self._made.get(t.untyped_storage().data_ptr()) if isinstance(t, Tensor) else None
+        return entry[2] if entry is not None and entry[0] is t and entry[0]._version == entry[1] else None
+
+    def _pack(self, t: Tensor):
+        entry = self._made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+        if entry is None:
+            return t
+        made, version, recipe = entry
+        # modified in place since it was made, or another dtype's view of its memory: keep it
+        if made._version != version or t.dtype != made.dtype:
+            return t
+        return _Packed(recipe, (t.shape, t.stride(), t.storage_offset()))
+
+    @staticmethod
+    def _unpack(packed) -> Tensor:
+        return packed.unpack() if isinstance(packed, _Packed) else packed
+
+
+class _LayerNormOf:
+    """``F.layer_norm`` with a LayerNorm module's settings; the weight and bias come as arguments
+    so that the recipe checks them for in-place changes."""
+
+    __slots__ = ("shape", "eps")
+
+    def __init__(self, norm: nn.LayerNorm):
+        self.shape = norm.normalized_shape
+        self.eps = norm.eps
+
+    def __call__(self, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+        return F.layer_norm(x, self.shape, weight, bias, self.eps)
