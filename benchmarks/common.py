@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import torch
@@ -150,3 +151,50 @@ def revision_checkout(rev: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class PeakTensorMemory:
+    """While active: the most bytes held at once by the storages that torch ops create (each
+    storage counted once, until it is freed; views and in-place results not counted), forward
+    and backward alike."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                outs = out if isinstance(out, (tuple, list)) else [out]
+                for t, ret in zip(outs, func._schema.returns):
+                    # views and in-place results alias storages that exist already
+                    if isinstance(t, torch.Tensor) and ret.alias_info is None:
+                        tracker._track(t.untyped_storage())
+                return out
+
+        import torch
+
+        self._mode = _Mode()
+        self._seen = set()
+        self.held = self.peak = 0
+
+    def _track(self, storage) -> None:
+        key = id(storage)
+        if key in self._seen or storage.nbytes() == 0:
+            return
+        self._seen.add(key)
+        self.held += storage.nbytes()
+        self.peak = max(self.peak, self.held)
+        weakref.finalize(storage, self._release, key, storage.nbytes())
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.held -= nbytes
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)

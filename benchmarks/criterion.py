@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import weakref
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,55 +64,8 @@ def _leaves(outputs) -> List:
     return [outputs] + list(outputs["aux_outputs"])
 
 
-class PeakTensorMemory:
-    """While active: the most bytes held at once by the storages that torch ops create (each
-    storage counted once, until it is freed; views and in-place results not counted), forward
-    and backward alike."""
-
-    def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        tracker = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                outs = out if isinstance(out, (tuple, list)) else [out]
-                for t, ret in zip(outs, func._schema.returns):
-                    # views and in-place results alias storages that exist already
-                    if isinstance(t, torch.Tensor) and ret.alias_info is None:
-                        tracker._track(t.untyped_storage())
-                return out
-
-        import torch
-
-        self._mode = _Mode()
-        self._seen = set()
-        self.held = self.peak = 0
-
-    def _track(self, storage) -> None:
-        key = id(storage)
-        if key in self._seen or storage.nbytes() == 0:
-            return
-        self._seen.add(key)
-        self.held += storage.nbytes()
-        self.peak = max(self.peak, self.held)
-        weakref.finalize(storage, self._release, key, storage.nbytes())
-
-    def _release(self, key: int, nbytes: int) -> None:
-        self._seen.discard(key)
-        self.held -= nbytes
-
-    def __enter__(self):
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._mode.__exit__(*exc)
-
-
 def measure(spec: Dict) -> Dict:
-    from common import set_malloc
+    from common import PeakTensorMemory, set_malloc
 
     set_malloc(spec["malloc"])
     sys.path.insert(0, spec["repo"])

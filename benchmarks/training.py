@@ -5,7 +5,8 @@ config's solver: AdamW, gradient clipping), and runs training iterations on synt
 ``--size`` x ``--size`` images (the LSJ crop size; the reference trains COCO at 1024) with a few
 random rectangle instances of random classes each. It reports seconds per iteration (median after
 two warm-up iterations) and peak memory per image: peak allocated CUDA memory on a GPU; on the
-CPU the growth of the process's peak RSS over what it held before the first iteration.
+CPU the growth of the process's peak RSS over what it held before the first iteration, and
+the peak of the tensors themselves in one more step (allocator-independent, like CUDA's figure).
 
     .venv/bin/python benchmarks/training.py                                   # CPU, 384x384, batch 2
     .venv/bin/python benchmarks/training.py --baseline b209547 --rounds 3     # before / after
@@ -62,7 +63,7 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
 
 
 def measure(spec: Dict) -> Dict:
-    from common import checkout_config  # this checkout's benchmarks/ (the script's directory)
+    from common import PeakTensorMemory, checkout_config  # this checkout's benchmarks/ (the script's directory)
 
     cfg = checkout_config(spec, spec["config"], spec.get("opts", []))
     import torch
@@ -106,13 +107,20 @@ def measure(spec: Dict) -> Dict:
             times.append(time.perf_counter() - t)
     if device.startswith("cuda"):
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        tensor_peak = float("nan")
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        # one more step, untimed (the tracking slows every op): the most bytes that tensors
+        # created in the step hold at once, whatever the allocator keeps besides
+        with PeakTensorMemory() as tensors:
+            step(batches[2])
+        tensor_peak = tensors.peak / 2**20
     totals = [sum(terms.values()) for terms in losses]
     return {
         "sec_per_iter": statistics.median(times),
         "times": times,
         "peak_mb_per_image": peak / spec["batch"],
+        "tensor_peak_mb_per_image": tensor_peak / spec["batch"],
         "losses": losses,
         "final_loss": totals[-1],
         "finite": all(math.isfinite(t) for t in totals),
@@ -142,11 +150,14 @@ def compare(results: Dict[str, List[Dict]]) -> Dict[str, float]:
     this, base = results["this"], results["baseline"]
     sec = {k: statistics.median(t for r in rs for t in r["times"]) for k, rs in results.items()}
     mem = {k: statistics.median(r["peak_mb_per_image"] for r in rs) for k, rs in results.items()}
+    tensors = {k: statistics.median(r["tensor_peak_mb_per_image"] for r in rs) for k, rs in results.items()}
     return {
         "time_ratio": sec["this"] / sec["baseline"],
         "memory_ratio": mem["this"] / mem["baseline"],
+        "tensor_memory_ratio": tensors["this"] / tensors["baseline"],
         "sec": sec,
         "mem": mem,
+        "tensors": tensors,
         "loss_diff": max_loss_difference(this[0]["losses"], base[0]["losses"]),
         "rounds_agree": max(max_loss_difference(r["losses"], this[0]["losses"]) for r in this),
     }
@@ -192,22 +203,27 @@ def main(argv: Optional[List[str]] = None) -> None:
                     res = run_worker(__file__, dict(spec, repo=repo, opts=opts), cwd=repo)
                     results[name].append(res)
                     print(f"{name}: {res['sec_per_iter']:.2f} s / iter, "
-                          f"{res['peak_mb_per_image']:.0f} MB / image", flush=True)
+                          f"{res['peak_mb_per_image']:.0f} MB / image, tensors "
+                          f"{res['tensor_peak_mb_per_image']:.0f} MB / image", flush=True)
         comparison = compare(results)
         r = results["this"][0]
-        r = dict(r, sec_per_iter=comparison["sec"]["this"], peak_mb_per_image=comparison["mem"]["this"])
+        r = dict(r, sec_per_iter=comparison["sec"]["this"], peak_mb_per_image=comparison["mem"]["this"],
+                 tensor_peak_mb_per_image=comparison["tensors"]["this"])
     else:
         r = run_worker(__file__, spec, cwd=REPO)
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
     cells = [f"`{args.config}`" + (f" {' '.join(args.opts)}" if args.opts else ""), device + (" AMP" if args.amp else ""), f"{args.size}x{args.size}",
-             str(args.batch), f"{r['sec_per_iter']:.2f}", f"{r['peak_mb_per_image']:.0f}", str(r["finite"])]
-    header = ["config", "device", "crop", "batch", "s / iter", "peak memory / image (MB)", "losses finite"]
+             str(args.batch), f"{r['sec_per_iter']:.2f}", f"{r['peak_mb_per_image']:.0f}",
+             f"{r['tensor_peak_mb_per_image']:.0f}", str(r["finite"])]
+    header = ["config", "device", "crop", "batch", "s / iter", "peak memory / image (MB)",
+              "tensor peak / image (MB)", "losses finite"]
     if comparison:
         c = comparison
-        cells += [f"{c['sec']['baseline']:.2f}", f"{c['mem']['baseline']:.0f}", f"{c['time_ratio']:.2f}",
-                  f"{c['memory_ratio']:.2f}", f"{c['loss_diff']:.1e}"]
-        header += [f"{args.baseline}: s / iter", f"{args.baseline}: MB / image", "time ratio",
-                   "memory ratio", "max loss diff"]
+        cells += [f"{c['sec']['baseline']:.2f}", f"{c['mem']['baseline']:.0f}", f"{c['tensors']['baseline']:.0f}",
+                  f"{c['time_ratio']:.2f}", f"{c['memory_ratio']:.2f}", f"{c['tensor_memory_ratio']:.2f}",
+                  f"{c['loss_diff']:.1e}"]
+        header += [f"{args.baseline}: s / iter", f"{args.baseline}: MB / image", f"{args.baseline}: tensor MB / image",
+                   "time ratio", "memory ratio", "tensor memory ratio", "max loss diff"]
     table = "\n".join([
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -222,7 +238,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"- CPU: {cpu_model()}, {args.threads} threads; torch {torch.__version__}; random weights "
         "(seed 0); synthetic batches of random rectangles; the config's optimizer (AdamW) and losses",
         f"- s / iter: median of {args.iters} iterations after 2 warm-up ones; peak memory: CUDA "
-        "peak allocated above the model and optimizer (GPU) or growth of peak RSS (CPU), per image",
+        "peak allocated above the model and optimizer (GPU) or growth of peak RSS (CPU), per image; "
+        "tensor peak (CPU): in one more, untimed step, the most bytes held at once by the tensors "
+        "created in it (activations, gradients, temporaries; `PeakTensorMemory` in "
+        "benchmarks/common.py), per image: what the RSS figure would be without the allocator's "
+        "retained and fragmented memory",
         f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
         f"- allocator (`--malloc {args.malloc}`, CPU only): {MALLOC_MODES[args.malloc]}",
     ]

@@ -9,6 +9,7 @@ the backward that needs the tensor remakes it. The remade tensor is bitwise the 
 made (the same op on the same, unmodified operands), so losses and gradients do not change; the
 cost is one more elementwise pass per use in backward.
 """
+import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -63,17 +64,18 @@ class CheapRecompute:
     """
     A context for one forward pass. ``add`` and ``layer_norm`` compute as usual; while the context
     is open (and ``enabled``), autograd keeps their recipe, not their output, wherever it saves the
-    output or a view of it for backward.
+    output or a view of it for backward. Disabled (no autograd, activation checkpointing, tracing)
+    it is a plain call of the op.
 
-    The outputs made are held until the context exits: kept tensors are recognised by their
-    storage, whose memory must not pass to another tensor while the hooks are active. Disabled
-    (no autograd, activation checkpointing, tracing) it is a plain call of the op.
+    Made tensors are recognised by the address of their memory, which is forgotten when that
+    memory is freed (a later tensor at the same address is not mistaken for one); nothing made
+    is held by the context.
     """
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        # storage address -> (the made tensor, its version when made, its recipe)
-        self._made: Dict[int, Tuple[Tensor, int, _Recipe]] = {}
+        # address of a made tensor's memory -> (its recipe, the tensor's version when made)
+        self._made: Dict[int, Tuple[_Recipe, int]] = {}
         self._hooks: Optional[torch.autograd.graph.saved_tensors_hooks] = None
 
     def __enter__(self) -> "CheapRecompute":
@@ -90,7 +92,10 @@ class CheapRecompute:
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """``a + b``."""
-        return self._made_by(torch.add, a, b)
+        out = torch.add(a, b)
+        if self._hooks is not None:
+            self._register(out, torch.add, (a, b))
+        return out
 
     def layer_norm(self, norm: nn.LayerNorm, x: Tensor) -> Tensor:
         """``norm(x)``; remade with ``F.layer_norm`` and the module's parameters (module hooks
@@ -100,31 +105,36 @@ class CheapRecompute:
             self._register(out, _LayerNormOf(norm), (x, norm.weight, norm.bias))
         return out
 
-    def _made_by(self, fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
-        out = fn(*args)
-        if self._hooks is not None:
-            self._register(out, fn, args)
-        return out
-
     def _register(self, out: Tensor, fn: Callable[..., Tensor], args: Sequence) -> None:
         # an argument that is itself a made tensor enters the recipe as its own recipe, so
         # that the recipe does not hold its memory
-        args = [self._recipe_of(a) if self._recipe_of(a) is not None else a for a in args]
-        self._made[out.untyped_storage().data_ptr()] = (out, out._version, _Recipe(fn, args, out))
+        args = [self._recipe_of(a) or a for a in args]
+        storage = out.untyped_storage()
+        entry = (_Recipe(fn, args, out), out._version)
+        self._made[storage.data_ptr()] = entry
+        weakref.finalize(storage, self._forget, storage.data_ptr(), entry)
+
+    def _forget(self, address: int, entry: Tuple[_Recipe, int]) -> None:
+        if self._made.get(address) is entry:
+            del self._made[address]
 
     def _recipe_of(self, t) -> Optional[_Recipe]:
-        entry = self._made.get(t.untyped_storage().data_ptr()) if isinstance(t, Tensor) else None
-        return entry[2] if entry is not None and entry[0] is t and entry[0]._version == entry[1] else None
+        """The recipe of ``t`` if it is a made tensor itself (not a view), unmodified."""
+        if not isinstance(t, Tensor):
+            return None
+        entry = self._made.get(t.untyped_storage().data_ptr())
+        if entry is None or t._version != entry[1] or t.storage_offset() != 0:
+            return None
+        recipe = entry[0]
+        return recipe if (t.shape, t.stride(), t.dtype, t.device) == recipe.meta else None
 
     def _pack(self, t: Tensor):
         entry = self._made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
-        if entry is None:
+        # views share their base's version: a made tensor modified in place since, or another
+        # dtype's view of its memory, is kept as it is
+        if entry is None or t._version != entry[1] or t.dtype != entry[0].meta[2]:
             return t
-        made, version, recipe = entry
-        # modified in place since it was made, or another dtype's view of its memory: keep it
-        if made._version != version or t.dtype != made.dtype:
-            return t
-        return _Packed(recipe, (t.shape, t.stride(), t.storage_offset()))
+        return _Packed(entry[0], (t.shape, t.stride(), t.storage_offset()))
 
     @staticmethod
     def _unpack(packed) -> Tensor:

@@ -22,7 +22,7 @@ def _kept_bytes(fn, *args) -> int:
     which the model's own hooks would hide: see mask2former/modeling/recompute.py.)"""
     from torch.utils._pytree import tree_leaves
 
-    from benchmarks.criterion import PeakTensorMemory
+    from benchmarks.common import PeakTensorMemory
 
     with PeakTensorMemory() as memory:
         out = fn(*args)
