@@ -9,6 +9,7 @@ the backward that needs the tensor remakes it. The remade tensor is bitwise the 
 made (the same op on the same, unmodified operands), so losses and gradients do not change; the
 cost is one more elementwise pass per use in backward.
 """
+import contextlib
 import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 class _Recipe:
     """How to remake one tensor: ``fn(*args)``, where an argument may itself be a recipe."""
 
-    __slots__ = ("fn", "args", "versions", "meta")
+    __slots__ = ("fn", "args", "versions", "meta", "autocast")
 
     def __init__(self, fn: Callable[..., Tensor], args: Sequence, out: Tensor):
         self.fn = fn
@@ -28,6 +29,15 @@ class _Recipe:
         # autograd raises when a kept tensor was modified in place; so does the remake
         self.versions = [(a, a._version) for a in self.args if isinstance(a, Tensor)]
         self.meta = (out.shape, out.stride(), out.dtype, out.device)
+        # backward runs outside the forward's autocast region: remake under the same one
+        self.autocast = [
+            (device, dtype)
+            for device, on, dtype in (
+                ("cuda", torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()),
+                ("cpu", torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()),
+            )
+            if on
+        ]
 
     def make(self) -> Tensor:
         for tensor, version in self.versions:
@@ -36,7 +46,10 @@ class _Recipe:
                     "a tensor needed to recompute a kept activation was modified in place after "
                     f"the forward (version {version} -> {tensor._version}, shape {tuple(tensor.shape)})"
                 )
-        with torch.no_grad():
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            for device, dtype in self.autocast:
+                stack.enter_context(torch.autocast(device, dtype=dtype))
             out = self.fn(*(a.make() if isinstance(a, _Recipe) else a for a in self.args))
         if (out.shape, out.stride(), out.dtype, out.device) != self.meta:
             raise RuntimeError(f"recomputed activation {tuple(out.shape)} differs in layout from the forward's")
@@ -62,7 +75,7 @@ class _Packed:
 
 class CheapRecompute:
     """
-    A context for one forward pass. ``add`` and ``layer_norm`` compute as usual; while the context
+    A context for one forward pass. ``add``, ``layer_norm`` and ``made_by`` compute as usual; while the context
     is open (and ``enabled``), autograd keeps their recipe, not their output, wherever it saves the
     output or a view of it for backward. Disabled (no autograd, activation checkpointing, tracing)
     it is a plain call of the op.
@@ -90,12 +103,17 @@ class CheapRecompute:
             self._hooks = None
         self._made.clear()
 
+    def made_by(self, fn: Callable[..., Tensor], *args) -> Tensor:
+        """``fn(*args)``, remade as ``fn(*args)`` in backward: for a deterministic ``fn`` that is
+        cheap next to what keeping its output costs; tensor arguments are held until backward."""
+        out = fn(*args)
+        if self._hooks is not None:
+            self._register(out, fn, args)
+        return out
+
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """``a + b``."""
-        out = torch.add(a, b)
-        if self._hooks is not None:
-            self._register(out, torch.add, (a, b))
-        return out
+        return self.made_by(torch.add, a, b)
 
     def layer_norm(self, norm: nn.LayerNorm, x: Tensor) -> Tensor:
         """``norm(x)``; remade with ``F.layer_norm`` and the module's parameters (module hooks

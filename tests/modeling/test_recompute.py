@@ -112,3 +112,20 @@ def test_encoder_gradients_equal_those_without_recompute():
 
     plain, remade = run(False), run(True)
     assert all(torch.equal(a, b) for a, b in zip(plain, remade))
+
+
+def test_remade_under_the_forwards_autocast(small):
+    """A tensor made under autocast is remade under it (a bf16 matmul under CPU autocast, which
+    outside it would give float32)."""
+    x, pos, norm, linear = small
+    grads = []
+    for enabled in (False, True):
+        for t in (x, *linear.parameters()):
+            t.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16), CheapRecompute(enabled=enabled) as recompute:
+            y = recompute.made_by(torch.matmul, x, linear.weight.t())
+            assert y.dtype == torch.bfloat16
+            out = y * y.detach()  # keeps y itself
+        out.float().square().sum().backward()
+        grads.append([x.grad.clone(), linear.weight.grad.clone()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
