@@ -6,6 +6,7 @@ import weakref
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mask2former.modeling.pixel_decoder.msdeformattn import (
     MSDeformAttnTransformerEncoder,
@@ -85,9 +86,11 @@ def test_other_saved_tensors_are_untouched(small):
     assert x.grad is not None and recompute._made == {}
 
 
-def test_encoder_gradients_equal_those_without_recompute():
-    """The deformable encoder (which opens the context) against the same layers called one by
-    one without it: the same output and gradients, bit for bit."""
+@pytest.mark.parametrize("wrapped", ["none", "checkpoint", "reentrant checkpoint"])
+def test_encoder_gradients_equal_those_without_recompute(wrapped):
+    """The deformable encoder (which opens the context), also inside a user's own activation
+    checkpointing, against the same layers called one by one without it: the same output and
+    gradients, bit for bit."""
     torch.manual_seed(0)
     layer = MSDeformAttnTransformerEncoderLayer(32, 64, 0.0, n_levels=2, n_heads=4, n_points=2)
     encoder = MSDeformAttnTransformerEncoder(layer, num_layers=3)
@@ -100,13 +103,16 @@ def test_encoder_gradients_equal_those_without_recompute():
     def run(recompute: bool):
         for t in (src, pos, *encoder.parameters()):
             t.grad = None
-        if recompute:
-            out = encoder(src, shapes, starts, valid, pos)
-        else:
+        if not recompute:
             out = src
             refs = encoder.get_reference_points(shapes, valid, device=src.device)
             for lyr in encoder.layers:
                 out = lyr(out, pos, refs, shapes, starts)
+        elif wrapped == "none":
+            out = encoder(src, shapes, starts, valid, pos)
+        else:
+            reentrant = wrapped == "reentrant checkpoint"
+            out = checkpoint(encoder, src, shapes, starts, valid, pos, use_reentrant=reentrant)
         out.square().sum().backward()
         return [out.detach()] + [t.grad.clone() for t in (src, pos, *encoder.parameters())]
 
