@@ -124,6 +124,10 @@ class CheapRecompute:
         return out
 
     def _register(self, out: Tensor, fn: Callable[..., Tensor], args: Sequence) -> None:
+        if torch.compiler.is_compiling():
+            # inside a frame that torch.compile traces (an outer frame opened the context):
+            # the compiled graph plans its own saved tensors
+            return
         # an argument that is itself a made tensor enters the recipe as its own recipe, so
         # that the recipe does not hold its memory
         args = [self._recipe_of(a) or a for a in args]
@@ -147,7 +151,11 @@ class CheapRecompute:
         return recipe if (t.shape, t.stride(), t.dtype, t.device) == recipe.meta else None
 
     def _pack(self, t: Tensor):
-        entry = self._made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+        try:
+            entry = self._made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+        except RuntimeError:
+            # a tensor without real memory (torch.compile's fake tensors while it traces a graph)
+            return t
         # views share their base's version: a made tensor modified in place since, or another
         # dtype's view of its memory, is kept as it is
         if entry is None or t._version != entry[1] or t.dtype != entry[0].meta[2]:

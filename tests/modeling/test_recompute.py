@@ -86,11 +86,12 @@ def test_other_saved_tensors_are_untouched(small):
     assert x.grad is not None and recompute._made == {}
 
 
-@pytest.mark.parametrize("wrapped", ["none", "checkpoint", "reentrant checkpoint"])
+@pytest.mark.parametrize("wrapped", ["none", "checkpoint", "reentrant checkpoint", "torch.compile"])
 def test_encoder_gradients_equal_those_without_recompute(wrapped):
     """The deformable encoder (which opens the context), also inside a user's own activation
-    checkpointing, against the same layers called one by one without it: the same output and
-    gradients, bit for bit."""
+    checkpointing or compiled (``aot_eager``: torch.compile's tracing and autograd planning,
+    without its code generation), against the same layers called one by one without it: the
+    same output and gradients, bit for bit."""
     torch.manual_seed(0)
     layer = MSDeformAttnTransformerEncoderLayer(32, 64, 0.0, n_levels=2, n_heads=4, n_points=2)
     encoder = MSDeformAttnTransformerEncoder(layer, num_layers=3)
@@ -110,6 +111,8 @@ def test_encoder_gradients_equal_those_without_recompute(wrapped):
                 out = lyr(out, pos, refs, shapes, starts)
         elif wrapped == "none":
             out = encoder(src, shapes, starts, valid, pos)
+        elif wrapped == "torch.compile":
+            out = torch.compile(encoder, backend="aot_eager")(src, shapes, starts, valid, pos)
         else:
             reentrant = wrapped == "reentrant checkpoint"
             out = checkpoint(encoder, src, shapes, starts, valid, pos, use_reentrant=reentrant)

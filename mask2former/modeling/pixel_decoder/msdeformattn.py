@@ -134,9 +134,13 @@ class MSDeformAttnTransformerEncoder(nn.Module):
     ) -> torch.Tensor:
         output = src
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
-        # checkpointed layers keep nothing inside; a traced graph has no backward
+        # checkpointed layers keep nothing inside; a traced graph has no backward; torch.compile
+        # plans what to keep for backward itself (and cannot trace saved-tensor hooks)
         cheap_recompute = CheapRecompute(
-            enabled=torch.is_grad_enabled() and not self.activation_checkpointing and not torch.jit.is_tracing()
+            enabled=torch.is_grad_enabled()
+            and not self.activation_checkpointing
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
         )
         with cheap_recompute:
             for layer in self.layers:
