@@ -124,17 +124,17 @@ class CheapRecompute:
         return out
 
     def _register(self, out: Tensor, fn: Callable[..., Tensor], args: Sequence) -> None:
-        if torch.compiler.is_compiling():
+        address = _memory_address(out)
+        if address is None or torch.compiler.is_compiling():
             # inside a frame that torch.compile traces (an outer frame opened the context):
             # the compiled graph plans its own saved tensors
             return
         # an argument that is itself a made tensor enters the recipe as its own recipe, so
         # that the recipe does not hold its memory
         args = [self._recipe_of(a) or a for a in args]
-        storage = out.untyped_storage()
         entry = (_Recipe(fn, args, out), out._version)
-        self._made[storage.data_ptr()] = entry
-        weakref.finalize(storage, self._forget, storage.data_ptr(), entry)
+        self._made[address] = entry
+        weakref.finalize(out.untyped_storage(), self._forget, address, entry)
 
     def _forget(self, address: int, entry: Tuple[_Recipe, int]) -> None:
         if self._made.get(address) is entry:
@@ -142,20 +142,14 @@ class CheapRecompute:
 
     def _recipe_of(self, t) -> Optional[_Recipe]:
         """The recipe of ``t`` if it is a made tensor itself (not a view), unmodified."""
-        if not isinstance(t, Tensor):
-            return None
-        entry = self._made.get(t.untyped_storage().data_ptr())
+        entry = self._made.get(_memory_address(t)) if isinstance(t, Tensor) else None
         if entry is None or t._version != entry[1] or t.storage_offset() != 0:
             return None
         recipe = entry[0]
         return recipe if (t.shape, t.stride(), t.dtype, t.device) == recipe.meta else None
 
     def _pack(self, t: Tensor):
-        try:
-            entry = self._made.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
-        except RuntimeError:
-            # a tensor without real memory (torch.compile's fake tensors while it traces a graph)
-            return t
+        entry = self._made.get(_memory_address(t))
         # views share their base's version: a made tensor modified in place since, or another
         # dtype's view of its memory, is kept as it is
         if entry is None or t._version != entry[1] or t.dtype != entry[0].meta[2]:
@@ -165,6 +159,17 @@ class CheapRecompute:
     @staticmethod
     def _unpack(packed) -> Tensor:
         return packed.unpack() if isinstance(packed, _Packed) else packed
+
+
+def _memory_address(t: Tensor) -> Optional[int]:
+    """Address of a strided tensor's memory; None for a tensor without real memory (sparse, or
+    torch.compile's fake tensors while it traces a graph)."""
+    if t.layout != torch.strided:
+        return None
+    try:
+        return t.untyped_storage().data_ptr()
+    except RuntimeError:
+        return None
 
 
 class _LayerNormOf:
