@@ -75,10 +75,10 @@ class _Packed:
 
 class CheapRecompute:
     """
-    A context for one forward pass. ``add``, ``layer_norm`` and ``made_by`` compute as usual; while the context
-    is open (and ``enabled``), autograd keeps their recipe, not their output, wherever it saves the
-    output or a view of it for backward. Disabled (no autograd, activation checkpointing, tracing)
-    it is a plain call of the op.
+    A context for one forward pass. ``add``, ``layer_norm`` and ``made_by`` compute as usual;
+    while the context is open (and ``enabled``), autograd keeps their recipe, not their output,
+    wherever it saves the output or a view of it for backward. Disabled (no autograd, activation
+    checkpointing, tracing) they are plain calls of the op.
 
     Made tensors are recognised by the address of their memory, which is forgotten when that
     memory is freed (a later tensor at the same address is not mistaken for one); nothing made
