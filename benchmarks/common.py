@@ -173,8 +173,6 @@ class PeakTensorMemory:
                         tracker._track(t.untyped_storage())
                 return out
 
-        import torch
-
         self._mode = _Mode()
         self._seen = set()
         self.held = self.peak = 0

@@ -186,7 +186,7 @@ def _whole_chunks_expansion(node, rows_multiple: int, multiples: List[int], dept
     always a multiple of ``rows_multiple``: the chunk is ``rows_multiple`` times the first of
     ``multiples`` that divides B / ``rows_multiple`` (found at run time: 1 always does), and
     the index and weights are only reshaped into chunks."""
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     table, index, weights = node.input
     b = _Builder(node)
@@ -203,7 +203,7 @@ def _whole_chunks_expansion(node, rows_multiple: int, multiples: List[int], dept
         helper.make_node("Div", [name("count"), name("rows_multiple")], [name("blocks")]),
         helper.make_node("Mod", [name("blocks"), name("multiples")], [name("remainders")]),
         helper.make_node("Equal", [name("remainders"), name("zero")], [name("divides")]),
-        helper.make_node("Cast", [name("divides")], [name("divides_int")], to=6),  # int32: ArgMax's input
+        helper.make_node("Cast", [name("divides")], [name("divides_int")], to=TensorProto.INT32),  # ArgMax's input
         # the first largest: the first multiple that divides
         helper.make_node("ArgMax", [name("divides_int")], [name("choice")], axis=0, keepdims=1),
         helper.make_node("Gather", [name("multiples"), name("choice")], [name("multiple")]),
