@@ -7,6 +7,8 @@ random rectangle instances of random classes each. It reports seconds per iterat
 two warm-up iterations) and peak memory per image: peak allocated CUDA memory on a GPU; on the
 CPU the growth of the process's peak RSS over what it held before the first iteration, and
 the peak of the tensors themselves in one more step (allocator-independent, like CUDA's figure).
+Each checkout's step runs in the order of its own ``train_net.py`` trainer (see
+``trainer_zeroes_grad_first``): this one frees the gradients before the forward.
 
     .venv/bin/python benchmarks/training.py                                   # CPU, 384x384, batch 2
     .venv/bin/python benchmarks/training.py --baseline b209547 --rounds 3     # before / after
@@ -62,6 +64,20 @@ def synthetic_batch(batch: int, size: int, num_classes: int, seed: int) -> List[
     return inputs
 
 
+def trainer_zeroes_grad_first() -> bool:
+    """
+    In a worker: whether the imported checkout's ``train_net.py`` trainer frees the gradients
+    before the forward (``ReliableTrainer.ZERO_GRAD_BEFORE_FORWARD``), so that the step runs as
+    that checkout trains. Revisions without the attribute, such as b209547, are run with
+    detectron2's ``SimpleTrainer`` order (forward, then ``zero_grad``, backward, step).
+    """
+    try:
+        from mask2former.engine.trainer import ReliableTrainer
+    except ImportError:
+        return False
+    return bool(getattr(ReliableTrainer, "ZERO_GRAD_BEFORE_FORWARD", False))
+
+
 def measure(spec: Dict) -> Dict:
     from common import PeakTensorMemory, checkout_config  # this checkout's benchmarks/ (the script's directory)
 
@@ -80,12 +96,16 @@ def measure(spec: Dict) -> Dict:
         synthetic_batch(spec["batch"], spec["size"], num_classes, seed) for seed in range(spec["iters"] + 2)
     ]
     scaler = torch.cuda.amp.GradScaler(enabled=spec["amp"])
+    zero_grad_first = trainer_zeroes_grad_first()
 
     def step(inputs):
+        if zero_grad_first:
+            optimizer.zero_grad()
         with torch.autocast("cuda", enabled=spec["amp"]) if device.startswith("cuda") else _null():
             losses = model(inputs)
         loss = sum(losses.values())
-        optimizer.zero_grad()
+        if not zero_grad_first:
+            optimizer.zero_grad()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -124,6 +144,7 @@ def measure(spec: Dict) -> Dict:
         "losses": losses,
         "final_loss": totals[-1],
         "finite": all(math.isfinite(t) for t in totals),
+        "zero_grad_first": zero_grad_first,
     }
 
 
@@ -160,7 +181,14 @@ def compare(results: Dict[str, List[Dict]]) -> Dict[str, float]:
         "tensors": tensors,
         "loss_diff": max_loss_difference(this[0]["losses"], base[0]["losses"]),
         "rounds_agree": max(max_loss_difference(r["losses"], this[0]["losses"]) for r in this),
+        "baseline_zero_grad_first": base[0]["zero_grad_first"],
     }
+
+
+def _order(zero_grad_first: bool) -> str:
+    if zero_grad_first:
+        return "gradients freed before the forward (`zero_grad`, forward, backward, step)"
+    return "detectron2's `SimpleTrainer` order (forward, `zero_grad`, backward, step)"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -245,6 +273,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "retained and fragmented memory",
         f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
         f"- allocator (`--malloc {args.malloc}`, CPU only): {MALLOC_MODES[args.malloc]}",
+        f"- step order: {_order(r['zero_grad_first'])} (as this checkout's `train_net.py` trainer)",
     ]
     if comparison:
         lines.append(
@@ -252,7 +281,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"{args.rounds} times (fresh process each); s / iter: median over all rounds' timed "
             "iterations; memory: median over rounds; ratios this / baseline; max loss diff: largest "
             f"absolute difference of any loss term in any of the {args.iters + 2} iterations (this "
-            f"checkout's rounds agree to {comparison['rounds_agree']:.1e})")
+            f"checkout's rounds agree to {comparison['rounds_agree']:.1e}); its step order, as its "
+            f"trainer: {_order(comparison['baseline_zero_grad_first'])}")
     lines += [
         "- for comparison, the paper's figure for the COCO R50 model at 1024x1024 LSJ on a GPU is "
         "about 6 GB of memory per image; it can only be checked with `--device cuda --size 1024`",

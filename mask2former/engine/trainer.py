@@ -44,6 +44,11 @@ class ReliableTrainer(DefaultTrainer):
     :class:`FiniteLossCheck` hook.
     """
 
+    # The last iteration's gradients are freed before the forward instead of after it, so that
+    # they are not held through it (a model's size in memory; the same gradients). A class
+    # attribute, so that benchmarks/training.py can run the step as this trainer does.
+    ZERO_GRAD_BEFORE_FORWARD = True
+
     def __init__(self, cfg: CfgNode):
         if _on_cpu_processes(cfg):
             self._init_on_cpu_processes(cfg)
@@ -52,9 +57,7 @@ class ReliableTrainer(DefaultTrainer):
         # on the loop: DefaultTrainer's own hooks are not called between backward and step
         self.loss_check = FiniteLossCheck()
         self._trainer.register_hooks([self.loss_check])
-        # the last iteration's gradients are freed before the forward instead of after it, so
-        # that they are not held through it (a model's size in memory; the same gradients)
-        self._trainer.zero_grad_before_forward = True
+        self._trainer.zero_grad_before_forward = self.ZERO_GRAD_BEFORE_FORWARD
 
     def _init_on_cpu_processes(self, cfg: CfgNode) -> None:
         # DefaultTrainer.__init__ wraps the model with create_ddp_model(model,
