@@ -135,6 +135,7 @@ def measure(spec: Dict) -> Dict:
         with PeakTensorMemory() as tensors:
             step(batches[2])
         tensor_peak = tensors.peak / 2**20
+    gflop = step_gflop(step, batches[2])
     totals = [sum(terms.values()) for terms in losses]
     return {
         "sec_per_iter": statistics.median(times),
@@ -145,7 +146,32 @@ def measure(spec: Dict) -> Dict:
         "final_loss": totals[-1],
         "finite": all(math.isfinite(t) for t in totals),
         "zero_grad_first": zero_grad_first,
+        "gflop_per_iter": gflop,
+        "matmul_gflops": matmul_rate(device),
     }
+
+
+def step_gflop(step, inputs) -> float:
+    """GFLOP of the matrix products and convolutions of one training step, forward and backward
+    (``torch.utils.flop_counter``; the deformable attention op and elementwise work are not
+    counted): a checkout that computes the same mathematics counts the same."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step(inputs)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_rate(device: str, n: int = 2048) -> float:
+    """GFLOP/s of an (n, n) x (n, n) float32 matrix product on ``device`` (best of 5, the
+    worker's threads): what the step's matrix products and convolutions could run at."""
+    import torch
+
+    from common import median_time
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = min(median_time(lambda: a @ b, 1, device) for _ in range(5))
+    return 2 * n**3 / best / 1e9
 
 
 def max_loss_difference(a: List[Dict[str, float]], b: List[Dict[str, float]]) -> float:
@@ -182,6 +208,7 @@ def compare(results: Dict[str, List[Dict]]) -> Dict[str, float]:
         "loss_diff": max_loss_difference(this[0]["losses"], base[0]["losses"]),
         "rounds_agree": max(max_loss_difference(r["losses"], this[0]["losses"]) for r in this),
         "baseline_zero_grad_first": base[0]["zero_grad_first"],
+        "baseline_gflop": base[0]["gflop_per_iter"],
     }
 
 
@@ -257,7 +284,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         "|" + "---|" * len(header),
         "| " + " | ".join(cells) + " |",
     ])
-    print(table)
     cmd = "python benchmarks/training.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "## Training (whole model)" + (f", `{' '.join(args.opts)}`" if args.opts else ""),
@@ -274,6 +300,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"- load average 1/5/15 min at the end: {load_average()} on {os.cpu_count()} cores",
         f"- allocator (`--malloc {args.malloc}`, CPU only): {MALLOC_MODES[args.malloc]}",
         f"- step order: {_order(r['zero_grad_first'])} (as this checkout's `train_net.py` trainer)",
+        f"- matrix products and convolutions (forward and backward, `torch.utils.flop_counter`): "
+        f"{r['gflop_per_iter']:.1f} GFLOP per iteration"
+        + (f" ({args.baseline}: {comparison['baseline_gflop']:.1f})" if comparison else "")
+        + f"; this device's float32 matrix product (2048^3) runs at {r['matmul_gflops']:.0f} GFLOP/s, "
+        f"at which they alone would take {r['gflop_per_iter'] / r['matmul_gflops']:.2f} s",
     ]
     if comparison:
         lines.append(
@@ -289,6 +320,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "",
         table,
     ]
+    print("\n".join(lines))
     if not args.no_write:
         # one section per set of options, so that a run with options keeps the plain run's table
         section = "training" + (f", {' '.join(args.opts)}" if args.opts else "")
