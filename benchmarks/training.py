@@ -95,7 +95,7 @@ def measure(spec: Dict) -> Dict:
     batches = [
         synthetic_batch(spec["batch"], spec["size"], num_classes, seed) for seed in range(spec["iters"] + 2)
     ]
-    scaler = torch.cuda.amp.GradScaler(enabled=spec["amp"])
+    scaler = torch.amp.GradScaler("cuda", enabled=spec["amp"])
     zero_grad_first = trainer_zeroes_grad_first()
 
     def step(inputs):

@@ -30,14 +30,7 @@ class _Recipe:
         self.versions = [(a, a._version) for a in self.args if isinstance(a, Tensor)]
         self.meta = (out.shape, out.stride(), out.dtype, out.device)
         # backward runs outside the forward's autocast region: remake under the same one
-        self.autocast = [
-            (device, dtype)
-            for device, on, dtype in (
-                ("cuda", torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()),
-                ("cpu", torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()),
-            )
-            if on
-        ]
+        self.autocast = [(device, dtype) for device, on, dtype in _autocast_states() if on]
 
     def make(self) -> Tensor:
         for tensor, version in self.versions:
@@ -54,6 +47,16 @@ class _Recipe:
         if (out.shape, out.stride(), out.dtype, out.device) != self.meta:
             raise RuntimeError(f"recomputed activation {tuple(out.shape)} differs in layout from the forward's")
         return out
+
+
+def _autocast_states() -> Sequence[Tuple[str, bool, torch.dtype]]:
+    """(device type, enabled, dtype) of autocast on CUDA and on the CPU."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4, where the older functions are deprecated
+        return [(d, torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cuda", "cpu")]
+    return [
+        ("cuda", torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()),
+        ("cpu", torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()),
+    ]
 
 
 class _Packed:
