@@ -135,7 +135,9 @@ def measure(spec: Dict) -> Dict:
         with PeakTensorMemory() as tensors:
             step(batches[2])
         tensor_peak = tensors.peak / 2**20
-    gflop = step_gflop(step, batches[2])
+    # deterministic for a checkout: counted where the report asks (its first round), not
+    # in gpu_check.py's timed training runs
+    gflop = step_gflop(step, batches[2]) if spec.get("count_flops") else None
     totals = [sum(terms.values()) for terms in losses]
     return {
         "sec_per_iter": statistics.median(times),
@@ -147,7 +149,7 @@ def measure(spec: Dict) -> Dict:
         "finite": all(math.isfinite(t) for t in totals),
         "zero_grad_first": zero_grad_first,
         "gflop_per_iter": gflop,
-        "matmul_gflops": matmul_rate(device),
+        "matmul_gflops": matmul_rate(device) if gflop is not None else None,
     }
 
 
@@ -247,15 +249,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     spec = {"repo": REPO, "config": args.config, "opts": args.opts, "device": args.device, "size": args.size,
             "batch": args.batch, "iters": args.iters, "threads": args.threads, "amp": args.amp,
-            "malloc": args.malloc}
+            "malloc": args.malloc, "count_flops": True}
     comparison = None
     if args.baseline:
         results: Dict[str, List[Dict]] = {"baseline": [], "this": []}
         with revision_checkout(args.baseline) as base_repo:
-            for _ in range(args.rounds):
+            for round_index in range(args.rounds):
                 for name, repo in (("baseline", base_repo), ("this", REPO)):
                     opts = args.opts if name == "this" else []
-                    res = run_worker(__file__, dict(spec, repo=repo, opts=opts), cwd=repo)
+                    worker_spec = dict(spec, repo=repo, opts=opts, count_flops=round_index == 0)
+                    res = run_worker(__file__, worker_spec, cwd=repo)
                     results[name].append(res)
                     print(f"{name}: {res['sec_per_iter']:.2f} s / iter, "
                           f"{res['peak_mb_per_image']:.0f} MB / image, tensors "
