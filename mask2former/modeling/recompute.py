@@ -28,7 +28,7 @@ class _Recipe:
         self.args = tuple(args)
         # autograd raises when a kept tensor was modified in place; so does the remake
         self.versions = [(a, a._version) for a in self.args if isinstance(a, Tensor)]
-        self.meta = (out.shape, out.stride(), out.dtype, out.device)
+        self.meta = _layout(out)
         # backward runs outside the forward's autocast region: remake under the same one
         self.autocast = [(device, dtype) for device, on, dtype in _autocast_states() if on]
 
@@ -44,7 +44,7 @@ class _Recipe:
             for device, dtype in self.autocast:
                 stack.enter_context(torch.autocast(device, dtype=dtype))
             out = self.fn(*(a.make() if isinstance(a, _Recipe) else a for a in self.args))
-        if (out.shape, out.stride(), out.dtype, out.device) != self.meta:
+        if _layout(out) != self.meta:
             raise RuntimeError(f"recomputed activation {tuple(out.shape)} differs in layout from the forward's")
         return out
 
@@ -149,7 +149,7 @@ class CheapRecompute:
         if entry is None or t._version != entry[1] or t.storage_offset() != 0:
             return None
         recipe = entry[0]
-        return recipe if (t.shape, t.stride(), t.dtype, t.device) == recipe.meta else None
+        return recipe if _layout(t) == recipe.meta else None
 
     def _pack(self, t: Tensor):
         entry = self._made.get(_memory_address(t))
@@ -162,6 +162,11 @@ class CheapRecompute:
     @staticmethod
     def _unpack(packed) -> Tensor:
         return packed.unpack() if isinstance(packed, _Packed) else packed
+
+
+def _layout(t: Tensor) -> Tuple:
+    """What a remade tensor must share with the forward's: shape, strides, dtype, device."""
+    return t.shape, t.stride(), t.dtype, t.device
 
 
 def _memory_address(t: Tensor) -> Optional[int]:
