@@ -92,7 +92,7 @@ def ms_deform_attn_traceable(
     Returns:
         (N, Lq, M * D)
     """
-    n, lq, m, num_levels, num_points, _ = sampling_locations.shape
+    n, lq, m, _, num_points, _ = sampling_locations.shape
     # pixel coordinates, pixel centres at integers: (N, Lq, M*L*P) each
     sizes = _per_column(spatial_shapes.flip(1).to(value.dtype), m, num_points)  # (W, H) per column
     x, y = (sampling_locations.reshape(n, lq, -1) * sizes - 0.5).view(n, lq, -1, 2).unbind(-1)

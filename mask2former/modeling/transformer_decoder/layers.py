@@ -81,7 +81,10 @@ def cross_attention(
     heads (:func:`attention_with_head_broadcast_mask`)."""
     if attn_mask is not None and attn_mask.dim() == 4:
         if key_padding_mask is not None:
-            raise ValueError("a head-broadcast attention mask is used without a key padding mask")
+            raise ValueError(
+                "a head-broadcast (B, 1, Q, HW) attention mask cannot be combined with a key padding "
+                "mask: pass the padding in the mask, or a (B*nhead, Q, HW) mask"
+            )
         return attention_with_head_broadcast_mask(
             attn, with_pos_embed(x, query_pos), with_pos_embed(memory, pos), memory, attn_mask)
     return attn(
